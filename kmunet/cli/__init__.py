@@ -1,0 +1,1 @@
+"""Thin command-line layer: ``kmunet <command>`` over typed Python functions."""

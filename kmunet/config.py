@@ -1,0 +1,352 @@
+"""Experiment configuration: frozen dataclasses, strict YAML loading and ``key=value`` overrides.
+
+Every default lives here, once. A YAML file in ``configs/`` maps onto :class:`ExperimentConfig`
+section by section (unknown keys are an error that lists the valid ones); command-line flags and
+``--set section.key=value`` overrides are applied on top with :func:`apply_overrides`. The resolved
+config is written beside every checkpoint (``config.yaml``) and stored inside it (``to_dict``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class KANConfig:
+    """B-spline KAN edge functions (Liu et al. 2024, "KAN: Kolmogorov-Arnold Networks").
+
+    Attributes:
+        grid_size: number of grid intervals G inside ``grid_range``.
+        spline_order: B-spline order k (3 = cubic).
+        grid_range: initial grid range; activations are normalised before each KAN layer so that
+            most of them fall inside it.
+        scale_noise: standard deviation of the initial spline coefficients c_i.
+        scale_base: gain of the Xavier-like initialisation of the base weights w_b.
+        scale_spline: initial value of the spline scale w_s.
+        grid_eps: mix between an adaptive (sample quantile, 0.0) and a uniform (1.0) grid in
+            ``update_grid``, as in the KAN paper.
+    """
+
+    grid_size: int = 5
+    spline_order: int = 3
+    grid_range: tuple[float, float] = (-2.0, 2.0)
+    scale_noise: float = 0.1
+    scale_base: float = 1.0
+    scale_spline: float = 1.0
+    grid_eps: float = 0.02
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Segmentation network.
+
+    Attributes:
+        name: ``"kmunet"`` (KAN convolutions) or ``"unet"`` (MONAI ``UNet`` baseline).
+        spatial_dims: 2 or 3.
+        in_channels: image channels (1 for MR, 3 for RGB fundus images).
+        out_channels: number of classes including background.
+        channels: feature channels per resolution level.
+        strides: downsampling stride between consecutive levels (``len(channels) - 1`` entries).
+        kernel_size: convolution kernel size.
+        norm: ``"instance"``, ``"batch"`` or ``"group"``.
+        dropout: dropout probability inside conv blocks.
+        num_res_units: residual units per level of the MONAI ``UNet`` baseline.
+        kan: KAN edge-function settings (KM-UNet only).
+    """
+
+    name: str = "kmunet"
+    spatial_dims: int = 3
+    in_channels: int = 1
+    out_channels: int = 3
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    strides: tuple[int, ...] = (2, 2, 2)
+    kernel_size: int = 3
+    norm: str = "instance"
+    dropout: float = 0.0
+    num_res_units: int = 2
+    kan: KANConfig = field(default_factory=KANConfig)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset layout, preprocessing and augmentation.
+
+    Attributes:
+        root: dataset folder (MSD task folder with ``dataset.json``, or ``images/`` + ``labels/``).
+        layout: ``"auto"``, ``"msd"``, ``"folders"`` (``images/`` + ``labels/`` paired by name) or
+            ``"drive"`` (DRIVE-style 2D: ``images/``, ``1st_manual/``, ``mask/``).
+        class_names: one name per label value 0..N-1 (background first).
+        image_key_channels: number of image channels after loading (3 for RGB).
+        orientation: axcodes images are reoriented to (3D only).
+        target_spacing: resample to this spacing in mm, or ``None`` to keep the native spacing.
+        normalization: ``"zscore"`` (on foreground voxels), ``"ct"`` (window then scale to [0, 1]),
+            ``"minmax"`` or ``"none"``.
+        ct_window: HU window for ``normalization="ct"``.
+        patch_size: training patch (and sliding-window roi) size.
+        samples_per_image: random patches drawn per image per epoch.
+        pos_fraction: fraction of patches centred on foreground (RandCropByPosNegLabel).
+        flip_axes: spatial axes random flips may use (never the anterior-posterior axis for
+            hippocampus: flipping it swaps the labels).
+        flip_prob: probability of a flip on each allowed axis.
+        affine_prob: probability of a random affine (rotation + scaling).
+        rotate_range: rotation range in radians (per axis).
+        scale_range: relative scaling range.
+        intensity_prob: probability of random intensity scale and shift.
+        noise_prob: probability of Gaussian noise.
+        smooth_prob: probability of Gaussian smoothing.
+        val_fraction: fraction of cases held out for validation (ignored when ``fold`` is set).
+        num_folds: number of folds for k-fold splits.
+        fold: k-fold index, or ``None`` for a single seeded split.
+        seed: seed of the train/validation split.
+        cache: ``"memory"`` (CacheDataset), ``"disk"`` (PersistentDataset) or ``"none"``.
+        cache_dir: folder of the disk cache (default: ``<output>/cache``).
+        num_workers: DataLoader workers.
+        label_tolerance: absolute tolerance when comparing image and label affines.
+    """
+
+    root: str = ""
+    layout: str = "auto"
+    class_names: tuple[str, ...] = ("background", "anterior", "posterior")
+    image_key_channels: int = 1
+    orientation: str = "RAS"
+    target_spacing: tuple[float, ...] | None = None
+    normalization: str = "zscore"
+    ct_window: tuple[float, float] = (-1000.0, 1000.0)
+    patch_size: tuple[int, ...] = (48, 48, 48)
+    samples_per_image: int = 2
+    pos_fraction: float = 0.67
+    flip_axes: tuple[int, ...] = (0,)
+    flip_prob: float = 0.5
+    affine_prob: float = 0.2
+    rotate_range: float = 0.26
+    scale_range: float = 0.15
+    intensity_prob: float = 0.3
+    noise_prob: float = 0.15
+    smooth_prob: float = 0.1
+    val_fraction: float = 0.2
+    num_folds: int = 5
+    fold: int | None = None
+    seed: int = 0
+    cache: str = "memory"
+    cache_dir: str | None = None
+    num_workers: int = 0
+    label_tolerance: float = 1e-3
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, validation and checkpointing.
+
+    Attributes:
+        epochs: number of epochs.
+        batch_size: images per batch (each contributes ``samples_per_image`` patches).
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        warmup_epochs: linear warm-up length.
+        schedule: ``"cosine"`` or ``"poly"`` after warm-up.
+        grad_clip: max gradient norm (0 disables clipping).
+        dice_weight: weight of the Dice term of ``DiceCELoss``.
+        ce_weight: weight of the cross-entropy term of ``DiceCELoss``.
+        kan_reg_weight: weight of the KAN L1 + entropy regulariser (0 disables it).
+        kan_reg_mu1: weight of the L1 part inside the regulariser.
+        kan_reg_mu2: weight of the entropy part inside the regulariser.
+        grid_update_epochs: epochs (0-based, before the epoch starts) at which KAN grids are
+            updated from a batch of activations.
+        grid_extend: ``(epoch, new_grid_size)`` pairs for coarse-to-fine grid extension.
+        val_every: validate every N epochs (and at the last epoch).
+        sw_batch_size: sliding-window batch size during validation/inference.
+        sw_overlap: sliding-window overlap.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a scaler).
+        seed: global training seed.
+        deterministic: ask PyTorch for deterministic algorithms.
+        output_dir: where checkpoints, logs and curves go.
+    """
+
+    epochs: int = 100
+    batch_size: int = 2
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    warmup_epochs: int = 2
+    schedule: str = "cosine"
+    grad_clip: float = 12.0
+    dice_weight: float = 1.0
+    ce_weight: float = 1.0
+    kan_reg_weight: float = 0.0
+    kan_reg_mu1: float = 1.0
+    kan_reg_mu2: float = 1.0
+    grid_update_epochs: tuple[int, ...] = ()
+    grid_extend: tuple[tuple[int, int], ...] = ()
+    val_every: int = 1
+    sw_batch_size: int = 4
+    sw_overlap: float = 0.25
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 0
+    deterministic: bool = False
+    output_dir: str = "runs/experiment"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: network, data and training settings."""
+
+    name: str = "experiment"
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ----------------------------------------------------------------------------------------------
+# Conversion between dicts and dataclasses (strict).
+# ----------------------------------------------------------------------------------------------
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type ``tp`` or raise a ``TypeError`` naming ``where``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, prefix=where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except (TypeError, ValueError) as err:
+                errors.append(str(err))
+        raise TypeError(f"{where}: {value!r} does not match {tp}: {'; '.join(errors)}")
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise TypeError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ValueError(f"{where}: expected {len(args)} values, got {list(value)!r}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise TypeError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys raise ``ValueError`` listing valid ones."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f" in '{prefix}'" if prefix else ""
+        raise ValueError(f"unknown config key(s) {unknown}{where}; valid keys: {names}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples become lists) suitable for YAML and ``torch.save``."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (tuple, list)):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(config)
+
+
+def apply_overrides(config: T, overrides: Sequence[str]) -> T:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a frozen config.
+
+    Args:
+        config: a dataclass instance, usually an :class:`ExperimentConfig`.
+        overrides: strings like ``"train.epochs=5"`` or ``"network.channels=[8,16,32]"``.
+
+    Raises:
+        ValueError: a malformed override or an unknown key (the message lists the valid keys).
+    """
+    data = to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                valid = [k for k, v in node.items() if isinstance(v, dict)]
+                raise ValueError(
+                    f"override {item!r}: unknown section {'.'.join(parts[: depth + 1])!r}; valid: {valid}"
+                )
+            node = node[part]
+        if parts[-1] not in node:
+            raise ValueError(f"override {item!r}: unknown key {key!r}; valid keys: {sorted(node)}")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return from_dict(type(config), data)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Load an :class:`ExperimentConfig` from YAML (or the defaults) and apply overrides.
+
+    Args:
+        path: YAML file, or ``None`` for the built-in defaults.
+        overrides: ``section.key=value`` strings applied after the file.
+
+    Raises:
+        FileNotFoundError: the YAML file does not exist.
+        ValueError: unknown keys or malformed values (the message names the file).
+    """
+    config = ExperimentConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config file not found")
+        with path.open() as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+        try:
+            config = from_dict(ExperimentConfig, data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from None
+    return apply_overrides(config, overrides) if overrides else config
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        yaml.safe_dump(to_dict(config), f, sort_keys=False)
+    tmp.replace(path)

@@ -1,0 +1,253 @@
+"""B-spline bases for KAN edge functions.
+
+Two evaluation paths, both exact:
+
+* :func:`bspline_basis` is the general Cox-de Boor recursion (de Boor 1972) over any non-decreasing
+  knot vector, one knot vector per input channel, as the KAN grid update produces (Liu et al. 2024,
+  "KAN: Kolmogorov-Arnold Networks", Sec. 2.5). It returns all ``G + k`` basis values and is the
+  reference implementation.
+* :func:`uniform_local_basis` is the closed form for uniform knots: only the ``k + 1`` non-zero basis
+  values of each input are computed, from the fractional position inside its knot interval, with
+  no division by knot differences and no large intermediate. :class:`KANFeatures` builds the KAN
+  convolution's expanded input from it.
+
+Out-of-grid behaviour (documented once, here): a B-spline basis function is zero outside its support,
+so for an input outside the extended knot range ``[t_0, t_{G+2k}]`` every basis value is 0 and only
+the SiLU base path of a KAN edge carries signal. Inside ``[t_0, t_k)`` and ``[t_{G+k}, t_{G+2k}]``
+(the extension knots) the basis is partial (it does not sum to one); the partition of unity holds on
+the grid range ``[t_k, t_{G+k}]``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "make_grid",
+    "bspline_basis",
+    "uniform_local_basis",
+    "uniform_local_basis_derivative",
+    "grid_is_uniform",
+    "kan_features",
+]
+
+
+def make_grid(
+    grid_range: Sequence[float],
+    grid_size: int,
+    spline_order: int,
+    num_channels: int,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Uniform knot vectors extended by ``spline_order`` knots on each side.
+
+    Args:
+        grid_range: ``(low, high)`` of the grid.
+        grid_size: number of intervals G inside the range.
+        spline_order: B-spline order k.
+        num_channels: number of input channels C (one knot vector each).
+
+    Returns:
+        Knots of shape ``(C, G + 2k + 1)``.
+    """
+    low, high = float(grid_range[0]), float(grid_range[1])
+    if not high > low:
+        raise ValueError(f"grid_range must satisfy low < high, got {tuple(grid_range)}")
+    h = (high - low) / grid_size
+    steps = torch.arange(-spline_order, grid_size + spline_order + 1, device=device, dtype=torch.float64)
+    knots = (low + h * steps).to(dtype or torch.get_default_dtype())
+    return knots.unsqueeze(0).repeat(num_channels, 1)
+
+
+def _safe_div(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den`` where ``den > 0``, else 0 (repeated knots), without inf/NaN in any branch."""
+    positive = den > 0
+    return num / torch.where(positive, den, torch.ones_like(den)) * positive
+
+
+def bspline_basis(x: Tensor, grid: Tensor, spline_order: int) -> Tensor:
+    """All B-spline basis values by the Cox-de Boor recursion.
+
+    Args:
+        x: inputs of shape ``(..., C)``.
+        grid: non-decreasing knots per channel, shape ``(C, M)`` with ``M = G + 2k + 1``.
+        spline_order: order k >= 0.
+
+    Returns:
+        Basis values ``(..., C, G + k)``; entry ``i`` is ``B_{i,k}(x)`` on that channel's knots.
+    """
+    if grid.dim() != 2 or grid.shape[0] != x.shape[-1]:
+        raise ValueError(f"grid must be (C, M) with C = x.shape[-1] = {x.shape[-1]}, got {tuple(grid.shape)}")
+    if grid.shape[1] < spline_order + 2:
+        raise ValueError(f"grid has {grid.shape[1]} knots; order {spline_order} needs at least {spline_order + 2}")
+    g = grid.to(x.dtype)
+    xe = x.unsqueeze(-1)  # (..., C, 1)
+    basis = ((xe >= g[:, :-1]) & (xe < g[:, 1:])).to(x.dtype)  # order 0: (..., C, M - 1)
+    for p in range(1, spline_order + 1):
+        left = _safe_div(xe - g[:, : -(p + 1)], g[:, p:-1] - g[:, : -(p + 1)])
+        right = _safe_div(g[:, p + 1 :] - xe, g[:, p + 1 :] - g[:, 1:-p])
+        basis = left * basis[..., :-1] + right * basis[..., 1:]
+    return basis
+
+
+def uniform_local_basis(f: Tensor, spline_order: int) -> list[Tensor]:
+    """Non-zero basis values of a uniform B-spline inside one knot interval.
+
+    For knots ``t_j = t_0 + j h`` and ``u = (x - t_0) / h = i + f`` with ``i = floor(u)`` and
+    ``f`` in [0, 1), the non-zero order-k basis functions at ``x`` are ``B_{i-k}, ..., B_i``. This is
+    de Boor's triangular scheme with every knot difference equal to ``h`` (it cancels).
+
+    Args:
+        f: fractional positions in [0, 1), any shape.
+        spline_order: order k.
+
+    Returns:
+        ``k + 1`` tensors shaped like ``f``: entry ``r`` is ``B_{i-k+r}(x)``.
+    """
+    values = [torch.ones_like(f)]
+    for j in range(1, spline_order + 1):
+        saved = torch.zeros_like(f)
+        new = []
+        for r in range(j):
+            temp = values[r] / j
+            new.append(saved + (r + 1 - f) * temp)
+            saved = (f + (j - r - 1)) * temp
+        new.append(saved)
+        values = new
+    return values
+
+
+def uniform_local_basis_derivative(f: Tensor, spline_order: int) -> list[Tensor]:
+    """d/du of :func:`uniform_local_basis` (divide by ``h`` for d/dx).
+
+    Uses ``B'_{j,k}(u) = B_{j,k-1}(u) - B_{j+1,k-1}(u)`` for cardinal B-splines.
+    """
+    if spline_order == 0:
+        return [torch.zeros_like(f)]
+    lower = uniform_local_basis(f, spline_order - 1)  # entry r' is B_{i-k+1+r', k-1}
+    zero = torch.zeros_like(f)
+    return [(lower[r - 1] if r >= 1 else zero) - (lower[r] if r < spline_order else zero) for r in range(spline_order + 1)]
+
+
+def grid_is_uniform(grid: Tensor, rtol: float = 1e-5) -> bool:
+    """True when every channel's knots are equally spaced (each channel may have its own spacing)."""
+    diffs = grid[:, 1:] - grid[:, :-1]
+    h = diffs[:, :1]
+    return bool(torch.all(h > 0)) and bool(torch.all((diffs - h).abs() <= rtol * h.abs()))
+
+
+def _cubic_values(f: Tensor, out: Tensor, dout: Tensor) -> None:
+    """Closed-form uniform cubic B-spline values and d/du, written into ``out``/``dout`` ``(..., 4, *)``.
+
+    ``f`` has the shape of ``out[:, :, r]``; entry ``r`` is ``B_{i-3+r}`` (as :func:`uniform_local_basis`).
+    """
+    g = 1 - f
+    f2 = f * f
+    g2 = g * g
+    torch.mul(g2 * g, 1 / 6, out=out[:, :, 0])
+    torch.mul(f2 * f, 1 / 6, out=out[:, :, 3])
+    # B_{i-2} = (3 f^3 - 6 f^2 + 4) / 6 and B_{i-1} = (3 g^3 - 6 g^2 + 4) / 6 by symmetry.
+    torch.addcmul(torch.full_like(f, 2 / 3), f2, f * 0.5 - 1, out=out[:, :, 1])
+    torch.addcmul(torch.full_like(f, 2 / 3), g2, g * 0.5 - 1, out=out[:, :, 2])
+    torch.mul(g2, -0.5, out=dout[:, :, 0])
+    torch.mul(f2, 0.5, out=dout[:, :, 3])
+    torch.mul(f, f * 1.5 - 2, out=dout[:, :, 1])
+    torch.mul(g, 2 - g * 1.5, out=dout[:, :, 2])
+
+
+def _uniform_local(x: Tensor, t0: Tensor, h: Tensor, num_basis: int, spline_order: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Feature-slot index, value and d/dx of the k+1 non-zero basis functions of each input.
+
+    Args:
+        x: ``(B, C, *spatial)``.
+        t0, h: first knot and spacing per channel, ``(C,)``.
+
+    Returns:
+        ``(index, values, dvalues)``, each ``(B, C, k + 1, *spatial)``. ``index`` addresses the feature
+        slot ``1 + j`` of basis ``B_j`` (slot 0 is the SiLU path); entries whose ``j`` falls outside
+        ``[0, G + k)`` (partial functions beyond the extended grid, or ``x`` outside it) carry value 0
+        and a clamped index, so adding them anywhere is harmless.
+    """
+    k = spline_order
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    inv_h = 1.0 / h
+    span = torch.floor(torch.addcmul((-t0 * inv_h).view(shape), x, inv_h.view(shape)))  # floor((x - t0) / h)
+    # Fraction relative to the span's own knot: small operands keep float32 accurate to ~1e-7.
+    f = (x - torch.addcmul(t0.view(shape), span, h.view(shape))).mul_(inv_h.view(shape))
+    stacked = (x.shape[0], x.shape[1], k + 1) + tuple(x.shape[2:])
+    if k == 3:
+        values, dvalues = x.new_empty(stacked), x.new_empty(stacked)
+        _cubic_values(f, values, dvalues)
+    else:
+        values = torch.stack(uniform_local_basis(f, k), dim=2)
+        dvalues = torch.stack(uniform_local_basis_derivative(f, k), dim=2)
+    view = (1, 1, -1) + (1,) * (x.dim() - 2)
+    # Basis index j = span - k + r of each local value, clamped to [-1, G + k]: both ends are sinks.
+    index = (span.clamp(-2, num_basis + k).long().unsqueeze(2) + torch.arange(-k, 1, device=x.device).view(view))
+    index.clamp_(-1, num_basis)  # (B, C, k+1, *spatial)
+    valid = (index >= 0) & (index < num_basis)
+    values.mul_(valid)
+    dvalues.mul_(valid).mul_(inv_h.view((1, -1, 1) + (1,) * (x.dim() - 2)))
+    index.clamp_(0, num_basis - 1).add_(1)  # feature slot 1 + j (invalid entries carry value 0)
+    return index, values, dvalues
+
+
+class _UniformKANFeatures(torch.autograd.Function):
+    """Expanded KAN input ``[silu(x), B_0(x), ..., B_{G+k-1}(x)]`` per channel, for uniform knots.
+
+    Forward writes the k+1 non-zero basis values of each input with one ``scatter_add_`` into a zero
+    tensor and keeps their slots and closed-form derivatives; backward is one ``gather`` of the incoming
+    gradient at those slots, a multiply and a sum over the k+1 entries.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, t0: Tensor, h: Tensor, num_basis: int, spline_order: int) -> Tensor:  # type: ignore[override]
+        index, values, dvalues = _uniform_local(x, t0, h, num_basis, spline_order)
+        out = x.new_zeros((x.shape[0], x.shape[1], num_basis + 1) + tuple(x.shape[2:]))
+        out.scatter_add_(2, index, values)
+        out[:, :, 0] = F.silu(x)
+        ctx.save_for_backward(x, index, dvalues)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        x, index, dvalues = ctx.saved_tensors
+        grad_x = (grad_out.gather(2, index) * dvalues).sum(2)
+        sig = torch.sigmoid(x)
+        grad_x.addcmul_(grad_out[:, :, 0], sig * (1 + x * (1 - sig)))
+        return grad_x, None, None, None, None
+
+
+def kan_features(x: Tensor, grid: Tensor, spline_order: int, uniform: bool | None = None) -> Tensor:
+    """Expand every input channel into its SiLU and B-spline basis values.
+
+    This is the first half of an exact KAN layer: a KAN linear layer or convolution is then one dense
+    linear map / convolution of these features with the composed weights ``[w_b, w_s * c_i]``.
+
+    Args:
+        x: ``(B, C, *spatial)`` (``spatial`` may be empty).
+        grid: knots per channel ``(C, G + 2k + 1)``.
+        spline_order: B-spline order k.
+        uniform: whether every channel's knots are equally spaced; ``None`` checks the grid. Uniform
+            grids use the fast closed-form path, others the general Cox-de Boor recursion.
+
+    Returns:
+        ``(B, C, 1 + G + k, *spatial)``: slot 0 is ``silu(x)``, slot ``1 + i`` is ``B_i(x)``.
+    """
+    if x.dim() < 2 or x.shape[1] != grid.shape[0]:
+        raise ValueError(f"x must be (B, C, *spatial) with C = {grid.shape[0]}, got {tuple(x.shape)}")
+    num_basis = grid.shape[1] - spline_order - 1
+    if uniform is None:
+        uniform = grid_is_uniform(grid)
+    if uniform:
+        g = grid.double()
+        h = (g[:, -1] - g[:, 0]) / (g.shape[1] - 1)  # mean spacing: t0 + j h matches every stored knot
+        return _UniformKANFeatures.apply(x, g[:, 0].to(x.dtype), h.to(x.dtype), num_basis, spline_order)
+    basis = bspline_basis(x.movedim(1, -1), grid, spline_order)  # (B, *spatial, C, G + k)
+    feats = torch.cat([F.silu(x).movedim(1, -1).unsqueeze(-1), basis], dim=-1)  # (B, *spatial, C, 1 + G + k)
+    return feats.movedim(-2, 1).movedim(-1, 2)  # (B, C, 1 + G + k, *spatial)

@@ -1,0 +1,170 @@
+"""KM-UNet: a 2D/3D U-Net whose convolution blocks are KAN convolutions.
+
+Encoder, bottleneck and decoder blocks are :class:`KANResBlock` s: pre-normalisation (so activations
+fall inside the spline grid), two :class:`~kmunet.kan.KANConv` s and a residual path; downsampling is
+the first KAN convolution's stride, upsampling a learnable transposed convolution, and a final 1x1
+convolution projects to class logits. The U-Net layout follows Ronneberger et al. 2015 / Cicek et al.
+2016; the KAN edge functions follow Liu et al. 2024 ("KAN: Kolmogorov-Arnold Networks").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from kmunet.config import KANConfig
+from kmunet.kan import KANConv
+
+__all__ = ["KMUNet", "KANResBlock", "make_norm", "NORMS"]
+
+#: Valid ``norm`` names.
+NORMS = ("instance", "batch", "group")
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+_INSTANCE = {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
+_BATCH = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def make_norm(norm: str, spatial_dims: int, channels: int) -> nn.Module:
+    """Normalisation layer by name (``"instance"``, ``"batch"`` or ``"group"``), with affine parameters."""
+    if norm == "instance":
+        return _INSTANCE[spatial_dims](channels, affine=True)
+    if norm == "batch":
+        return _BATCH[spatial_dims](channels)
+    if norm == "group":
+        return nn.GroupNorm(math.gcd(8, channels), channels)
+    raise ValueError(f"unknown norm {norm!r}; valid: {list(NORMS)}")
+
+
+class KANResBlock(nn.Module):
+    """``norm -> KANConv(stride) -> norm -> KANConv`` plus a residual path.
+
+    The residual is the identity, or a 1x1 (strided) convolution when the shape changes.
+
+    Shapes:
+        ``(B, in_channels, *spatial) -> (B, out_channels, *spatial / stride)``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        kernel_size: int = 3,
+        norm: str = "instance",
+        dropout: float = 0.0,
+        kan: KANConfig = KANConfig(),
+    ) -> None:
+        super().__init__()
+        kan_args = dict(
+            grid_size=kan.grid_size, spline_order=kan.spline_order, grid_range=kan.grid_range,
+            scale_noise=kan.scale_noise, scale_base=kan.scale_base, scale_spline=kan.scale_spline,
+            grid_eps=kan.grid_eps,
+        )
+        pad = (kernel_size - 1) // 2
+        self.norm1 = make_norm(norm, spatial_dims, in_channels)
+        self.conv1 = KANConv(spatial_dims, in_channels, out_channels, kernel_size, stride=stride, padding=pad, **kan_args)
+        self.norm2 = make_norm(norm, spatial_dims, out_channels)
+        self.conv2 = KANConv(spatial_dims, out_channels, out_channels, kernel_size, padding=pad, **kan_args)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.residual: nn.Module = _CONV[spatial_dims](in_channels, out_channels, 1, stride=stride, bias=False)
+        else:
+            self.residual = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv1(self.norm1(x))
+        y = self.conv2(self.dropout(self.norm2(y)))
+        return y + self.residual(x)
+
+
+class KMUNet(nn.Module):
+    """U-Net with KAN-convolution blocks, for 2D or 3D segmentation.
+
+    Args:
+        spatial_dims: 2 or 3 (1 also works).
+        in_channels: image channels.
+        out_channels: classes (logits).
+        channels: feature channels per level, e.g. ``(16, 32, 64, 128)``; the last is the bottleneck.
+        strides: downsampling strides between levels (``len(channels) - 1`` entries).
+        kernel_size: KAN convolution kernel size (odd).
+        norm: ``"instance"``, ``"batch"`` or ``"group"``.
+        dropout: dropout inside blocks.
+        kan: KAN edge-function settings (grid size, spline order, grid range, ...).
+
+    Shapes:
+        ``(B, in_channels, *spatial) -> (B, out_channels, *spatial)`` for any spatial size: inputs not
+        divisible by the total stride are padded (replicate) and the logits cropped back.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        strides: Sequence[int] = (2, 2, 2),
+        kernel_size: int = 3,
+        norm: str = "instance",
+        dropout: float = 0.0,
+        kan: KANConfig = KANConfig(),
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in _CONV:
+            raise ValueError(f"spatial_dims must be one of {sorted(_CONV)}, got {spatial_dims!r}")
+        channels, strides = tuple(channels), tuple(strides)
+        if len(channels) < 2:
+            raise ValueError(f"channels needs at least 2 levels, got {channels!r}")
+        if len(strides) != len(channels) - 1:
+            raise ValueError(f"strides must have len(channels) - 1 = {len(channels) - 1} entries, got {strides!r}")
+        if any(c < 1 for c in channels) or any(s < 1 for s in strides):
+            raise ValueError(f"channels and strides must be positive, got {channels!r}, {strides!r}")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; valid: {list(NORMS)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.spatial_dims = spatial_dims
+        self.total_stride = math.prod(strides)
+        block = dict(spatial_dims=spatial_dims, kernel_size=kernel_size, norm=norm, dropout=dropout, kan=kan)
+        self.stem = _CONV[spatial_dims](in_channels, channels[0], kernel_size, padding=(kernel_size - 1) // 2)
+        self.encoder = nn.ModuleList([KANResBlock(in_channels=channels[0], out_channels=channels[0], **block)])
+        for i, s in enumerate(strides):
+            self.encoder.append(KANResBlock(in_channels=channels[i], out_channels=channels[i + 1], stride=s, **block))
+        self.upsample = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        for i in reversed(range(len(strides))):
+            s = strides[i]
+            self.upsample.append(_CONV_T[spatial_dims](channels[i + 1], channels[i], kernel_size=s, stride=s))
+            self.decoder.append(KANResBlock(in_channels=2 * channels[i], out_channels=channels[i], **block))
+        self.head = nn.Sequential(
+            make_norm(norm, spatial_dims, channels[0]), nn.SiLU(), _CONV[spatial_dims](channels[0], out_channels, 1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != self.spatial_dims + 2:
+            raise ValueError(f"KMUNet({self.spatial_dims}D) expects (B, C, *spatial), got shape {tuple(x.shape)}")
+        spatial = x.shape[2:]
+        pad = [(-n) % self.total_stride for n in spatial]
+        if any(pad):
+            # F.pad takes (last_lo, last_hi, ..., first_lo, first_hi): pad at the high end only.
+            x = F.pad(x, [p for n in reversed(pad) for p in (0, n)], mode="replicate")
+        y = self.stem(x)
+        skips = []
+        for block in self.encoder:
+            y = block(y)
+            skips.append(y)
+        skips.pop()  # the bottleneck output is not a skip
+        for up, block in zip(self.upsample, self.decoder):
+            y = block(torch.cat([up(y), skips.pop()], dim=1))
+        logits = self.head(y)
+        if any(pad):
+            logits = logits[(slice(None), slice(None)) + tuple(slice(0, n) for n in spatial)]
+        return logits

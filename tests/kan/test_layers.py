@@ -1,0 +1,221 @@
+"""KANConv / KANLinear: exactness against a direct per-edge float64 reference, gradients, validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kmunet.kan import KANConv, KANLinear, grid_is_uniform, plot_edge_functions
+from tests.kan.reference import reference_conv, reference_linear, smooth_coefficients
+
+F64 = torch.float64
+
+
+def _input(shape: tuple[int, ...], seed: int = 0, scale: float = 1.0) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=F64) * scale
+
+
+CASES = [
+    # spatial_dims, kwargs, input spatial size
+    (1, dict(kernel_size=3, stride=2, padding=1), (11,)),
+    (1, dict(kernel_size=5, padding="same", spline_order=2), (9,)),
+    (2, dict(kernel_size=3, stride=2, padding=1), (9, 8)),
+    (2, dict(kernel_size=3, dilation=2, padding=2), (9, 10)),
+    (2, dict(kernel_size=(3, 1), groups=2, padding=(1, 0)), (6, 7)),
+    (2, dict(kernel_size=2, padding="valid", spline_order=1, grid_size=3), (6, 5)),
+    (3, dict(kernel_size=3, padding="same"), (5, 6, 4)),
+    (3, dict(kernel_size=3, stride=2, dilation=2, groups=2, padding=1), (7, 6, 7)),
+]
+
+
+@pytest.mark.parametrize("dims,kwargs,spatial", CASES)
+def test_kanconv_matches_direct_per_edge_reference(dims: int, kwargs: dict, spatial: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    layer = KANConv(dims, 4, 6, dtype=F64, grid_range=(-1.5, 1.5), **kwargs)
+    x = _input((2, 4) + spatial, seed=dims, scale=1.2)  # some inputs fall outside the grid
+    y = layer(x)
+    expected = reference_conv(layer, x)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y.detach().numpy(), expected, atol=1e-10)
+
+
+def test_kanconv_nonuniform_grid_after_update_matches_reference() -> None:
+    torch.manual_seed(1)
+    layer = KANConv(2, 3, 2, kernel_size=3, padding=1, dtype=F64)
+    x = _input((2, 3, 6, 6), seed=3)
+    layer.update_grid(x)
+    assert not grid_is_uniform(layer.grid)
+    np.testing.assert_allclose(layer(x).detach().numpy(), reference_conv(layer, x), atol=1e-10)
+
+
+def test_output_equals_sum_of_edge_functions_over_receptive_field() -> None:
+    torch.manual_seed(2)
+    layer = KANConv(1, 3, 2, kernel_size=4, padding="valid", dtype=F64)
+    x = _input((1, 3, 4), seed=4)  # one receptive field -> one output position
+    values = x[0].reshape(-1)  # (3 * 4,), ordered (c, k)
+    phi = layer.edge_functions(values)  # (out, in, k, n)
+    assert phi.shape == (2, 3, 4, 12)
+    c_idx, k_idx = torch.meshgrid(torch.arange(3), torch.arange(4), indexing="ij")
+    n_idx = c_idx * 4 + k_idx
+    expected = phi[:, c_idx, k_idx, n_idx].sum(dim=(1, 2))  # (out,)
+    torch.testing.assert_close(layer(x)[0, :, 0], expected)
+
+
+def test_kanlinear_matches_reference_and_shapes() -> None:
+    torch.manual_seed(3)
+    layer = KANLinear(5, 3, dtype=F64)
+    x = _input((4, 2, 5), seed=5, scale=1.3)
+    y = layer(x)
+    assert y.shape == (4, 2, 3)
+    np.testing.assert_allclose(y.detach().numpy(), reference_linear(layer, x), atol=1e-10)
+    assert layer.edge_functions(torch.linspace(-1, 1, 7, dtype=F64)).shape == (3, 5, 7)
+
+
+def test_gradcheck_layers_float64() -> None:
+    torch.manual_seed(4)
+    conv = KANConv(2, 2, 2, kernel_size=3, stride=2, padding=1, grid_size=3, dtype=F64)
+    x = _input((1, 2, 5, 4), seed=6).requires_grad_(True)
+    assert torch.autograd.gradcheck(conv, (x,))
+    params = list(conv.parameters())
+    assert torch.autograd.gradcheck(lambda *p: torch.func.functional_call(conv, dict(zip([n for n, _ in conv.named_parameters()], p)), (x,)), tuple(q.detach().requires_grad_(True) for q in params))
+    lin = KANLinear(3, 2, grid_size=4, dtype=F64)
+    assert torch.autograd.gradcheck(lin, (_input((4, 3), seed=7).requires_grad_(True),))
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_every_parameter_gets_a_gradient_and_no_nan(dims: int) -> None:
+    layer = KANConv(dims, 3, 4, kernel_size=3, stride=2)
+    x = torch.randn((2, 3) + (7,) * dims) * 3  # many inputs outside the grid
+    y = layer(x)
+    assert y.shape == (2, 4) + (4,) * dims
+    (y.square().mean() + layer.regularization_loss()).backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert torch.isfinite(y).all()
+
+
+def test_update_grid_keeps_smooth_functions() -> None:
+    torch.manual_seed(5)
+    layer = KANConv(2, 4, 6, kernel_size=3, padding=1, grid_range=(-2.0, 2.0), dtype=F64)
+    smooth_coefficients(layer, seed=1)
+    x = (_input((4, 4, 16, 16), seed=8) * 0.7).clamp(-2.0, 2.0)  # inside the old grid range
+    before = layer(x)
+    layer.update_grid(x)
+    after = layer(x)
+    assert ((after - before).norm() / before.norm()).item() < 1e-3
+    assert layer.grid[:, 3].max() < -1.0 and layer.grid[:, -4].min() > 1.0  # adapted to the data range
+
+
+def test_update_grid_is_robust_to_degenerate_inputs() -> None:
+    layer = KANLinear(3, 2)
+    x = torch.zeros(50, 3)
+    x[:, 1] = 1.0  # constant channels: rank-deficient least squares
+    x[:25, 2] = torch.linspace(0, 1, 25)
+    layer.update_grid(x)
+    assert torch.isfinite(layer.grid).all() and torch.isfinite(layer.spline_coef).all()
+    assert torch.isfinite(layer(x)).all()
+    with pytest.raises(ValueError, match="two finite"):
+        layer.update_grid(torch.full((1, 3), float("nan")))
+
+
+@pytest.mark.parametrize("new_size", [10, 7])
+def test_extend_grid_keeps_functions(new_size: int) -> None:
+    torch.manual_seed(6)
+    layer = KANConv(2, 3, 4, kernel_size=3, padding=1, dtype=F64)
+    smooth_coefficients(layer, seed=2)
+    x = _input((2, 3, 9, 9), seed=9).clamp(-0.999, 0.999)
+    before = layer(x)
+    layer.extend_grid(new_size)
+    assert layer.grid_size == new_size and layer.spline_coef.shape[-1] == new_size + 3
+    assert grid_is_uniform(layer.grid)
+    after = layer(x)
+    assert ((after - before).norm() / before.norm()).item() < 1e-3
+
+
+def test_extend_grid_nested_is_exact_for_random_functions() -> None:
+    layer = KANLinear(4, 3, dtype=F64)
+    x = torch.rand(64, 4, dtype=F64) * 2 - 1
+    before = layer(x)
+    layer.extend_grid(10)
+    torch.testing.assert_close(layer(x), before, atol=1e-9, rtol=0)
+
+
+def test_regularization_is_nonnegative_and_zero_only_for_zero_functions() -> None:
+    layer = KANConv(2, 3, 4, kernel_size=3)
+    layer(torch.randn(1, 3, 8, 8))
+    reg = layer.regularization_loss(mu_1=1.0, mu_2=1.0)
+    assert reg.item() > 0
+    assert layer.regularization_loss(mu_1=1.0, mu_2=0.0).item() > 0 and layer.regularization_loss(0.0, 1.0).item() >= 0
+    with torch.no_grad():
+        layer.base_weight.zero_()
+        layer.spline_coef.zero_()
+    assert layer.regularization_loss().item() == 0.0
+    with pytest.raises(RuntimeError, match="forward"):
+        KANLinear(2, 2).regularization_loss()
+
+
+def test_prune_disables_weak_edges() -> None:
+    layer = KANLinear(4, 2)
+    with torch.no_grad():
+        layer.base_weight[:, 0] = 0.0
+        layer.spline_coef[:, 0] = 0.0
+    layer(torch.randn(32, 4))
+    assert layer.prune(threshold=1e-3) == 2
+    assert (layer.edge_mask[:, 0] == 0).all() and (layer.edge_mask[:, 1:] == 1).all()
+
+
+def test_state_dict_round_trip_keeps_grid_and_mask() -> None:
+    a = KANConv(2, 2, 3, kernel_size=3)
+    a.update_grid(torch.randn(2, 2, 6, 6) * 2)
+    b = KANConv(2, 2, 3, kernel_size=3)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 2, 6, 6)
+    torch.testing.assert_close(a(x), b(x))
+    assert "grid" in a.state_dict() and "edge_mask" in a.state_dict()
+
+
+def test_device_and_dtype_arguments() -> None:
+    layer = KANConv(3, 2, 2, device="cpu", dtype=F64)
+    assert all(p.dtype == F64 for p in layer.parameters()) and layer.grid.dtype == F64
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(spatial_dims=4), "spatial_dims"),
+        (dict(groups=3), "divisible"),
+        (dict(stride=2, padding="same"), "same"),
+        (dict(padding="full"), "padding"),
+        (dict(grid_range=(1.0, -1.0)), "grid_range"),
+        (dict(grid_eps=2.0), "grid_eps"),
+        (dict(kernel_size=0), "kernel_size"),
+        (dict(grid_size=0), "grid_size"),
+        (dict(in_channels=0), "in_channels"),
+    ],
+)
+def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
+    args = dict(spatial_dims=2, in_channels=4, out_channels=4)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        KANConv(**args)
+
+
+def test_bad_inputs_raise() -> None:
+    with pytest.raises(ValueError, match="expects"):
+        KANConv(2, 3, 2)(torch.zeros(1, 2, 5, 5))
+    with pytest.raises(ValueError, match="expects"):
+        KANLinear(3, 2)(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="1-D"):
+        KANLinear(3, 2).edge_functions(torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="new_grid_size"):
+        KANLinear(3, 2).extend_grid(0)
+
+
+def test_plot_edge_functions_writes_png(tmp_path) -> None:
+    layer = KANConv(2, 3, 2, kernel_size=3)
+    path = plot_edge_functions(layer, tmp_path / "filters.png")
+    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*tmp*"))
+    with pytest.raises(TypeError):
+        plot_edge_functions(torch.nn.Linear(2, 2), tmp_path / "x.png")

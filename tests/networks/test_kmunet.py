@@ -1,0 +1,90 @@
+"""KM-UNet and build_network: shapes in 2D/3D, odd sizes, gradients, overfitting, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from kmunet.config import KANConfig, NetworkConfig
+from kmunet.kan import kan_layers
+from kmunet.networks import KMUNet, build_network, count_parameters
+
+SMALL_KAN = KANConfig(grid_size=3)
+
+
+@pytest.mark.parametrize(
+    "dims,spatial",
+    [(2, (16, 16)), (2, (17, 23)), (3, (8, 8, 8)), (3, (9, 11, 7))],
+)
+def test_shapes_gradients_and_no_nan(dims: int, spatial: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    net = KMUNet(dims, in_channels=2, out_channels=3, channels=(4, 8, 8), strides=(2, 2), kan=SMALL_KAN)
+    x = torch.randn((2, 2) + spatial)
+    y = net(x)
+    assert y.shape == (2, 3) + spatial
+    assert torch.isfinite(y).all()
+    y.square().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
+    assert len(list(kan_layers(net))) == 2 * 5  # 5 blocks (3 encoder incl. bottleneck, 2 decoder) x 2 KAN convs
+
+
+def test_tiny_overfit_loss_falls() -> None:
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 1, 12, 12, 12, generator=gen)
+    zz, yy, xx = torch.meshgrid(*[torch.arange(12)] * 3, indexing="ij")
+    label = ((zz - 6) ** 2 + (yy - 6) ** 2 + (xx - 5) ** 2 < 12).long() + (xx > 9).long()  # 3 classes
+    x = x * 0.3 + label.float()
+    net = KMUNet(3, 1, 3, channels=(4, 8), strides=(2,), kan=SMALL_KAN)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(25):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(x), label.unsqueeze(0))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_build_network_switches_between_kmunet_and_monai_unet() -> None:
+    cfg = NetworkConfig(spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2, 2), kan=SMALL_KAN)
+    kmunet = build_network(cfg)
+    unet = build_network(dataclasses.replace(cfg, name="unet"))
+    from monai.networks.nets import UNet
+
+    assert isinstance(kmunet, KMUNet) and isinstance(unet, UNet)
+    x = torch.randn(1, 1, 16, 16)
+    assert kmunet(x).shape == unet(x).shape == (1, 2, 16, 16)
+    assert count_parameters(kmunet) > 0
+    with pytest.raises(ValueError, match="valid"):
+        build_network(dataclasses.replace(cfg, name="resnet"))
+    with pytest.raises(TypeError):
+        build_network({"name": "kmunet"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(channels=(4,)), "channels"),
+        (dict(strides=(2,)), "strides"),
+        (dict(norm="layer"), "valid"),
+        (dict(kernel_size=2), "kernel_size"),
+        (dict(spatial_dims=4), "spatial_dims"),
+        (dict(dropout=1.5), "dropout"),
+    ],
+)
+def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
+    args = dict(spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8, 8), strides=(2, 2))
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        KMUNet(**args)
+
+
+def test_wrong_input_rank_raises() -> None:
+    with pytest.raises(ValueError, match="expects"):
+        KMUNet(3, 1, 2, channels=(4, 8), strides=(2,))(torch.zeros(1, 1, 8, 8))
