@@ -10,17 +10,7 @@ import torch
 from kmunet.config import NetworkConfig
 from kmunet.kan import kan_layers, plot_edge_functions
 from kmunet.networks import build_network, count_parameters
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; ``"cuda"`` without a GPU is an error."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be one of ['auto', 'cpu', 'cuda'], got {device!r}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but no CUDA GPU is available")
-    return torch.device(device)
+from kmunet.runtime import resolve_device
 
 
 def run_demo(output: str | Path = "runs/demo", device: str = "auto") -> dict:

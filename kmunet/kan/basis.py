@@ -141,37 +141,39 @@ def grid_is_uniform(grid: Tensor, rtol: float = 1e-5) -> bool:
     return bool(torch.all(h > 0)) and bool(torch.all((diffs - h).abs() <= rtol * h.abs()))
 
 
-def _cubic_values(f: Tensor, out: Tensor, dout: Tensor) -> None:
-    """Closed-form uniform cubic B-spline values and d/du, written into ``out``/``dout`` ``(..., 4, *)``.
+def _cubic_values(f: Tensor, inv_h: Tensor, out: Tensor, dout: Tensor) -> None:
+    """Closed-form uniform cubic B-spline values and d/dx, written into ``out``/``dout`` ``(B, C, 4, *)``.
 
-    ``f`` has the shape of ``out[:, :, r]``; entry ``r`` is ``B_{i-3+r}`` (as :func:`uniform_local_basis`).
+    ``f`` ``(B, C, *)`` is the fraction inside the knot interval and ``inv_h`` ``(1, C, 1, ...)`` the
+    inverse knot spacing; entry ``r`` is ``B_{i-3+r}`` (as :func:`uniform_local_basis`).
     """
     g = 1 - f
     f2 = f * f
     g2 = g * g
-    torch.mul(g2 * g, 1 / 6, out=out[:, :, 0])
-    torch.mul(f2 * f, 1 / 6, out=out[:, :, 3])
-    # B_{i-2} = (3 f^3 - 6 f^2 + 4) / 6 and B_{i-1} = (3 g^3 - 6 g^2 + 4) / 6 by symmetry.
-    torch.addcmul(torch.full_like(f, 2 / 3), f2, f * 0.5 - 1, out=out[:, :, 1])
-    torch.addcmul(torch.full_like(f, 2 / 3), g2, g * 0.5 - 1, out=out[:, :, 2])
-    torch.mul(g2, -0.5, out=dout[:, :, 0])
-    torch.mul(f2, 0.5, out=dout[:, :, 3])
-    torch.mul(f, f * 1.5 - 2, out=dout[:, :, 1])
-    torch.mul(g, 2 - g * 1.5, out=dout[:, :, 2])
+    torch.mul(g2, g, out=out[:, :, 0]).mul_(1 / 6)
+    torch.mul(f2, f, out=out[:, :, 3]).mul_(1 / 6)
+    # B_{i-2} = f^3 / 2 - f^2 + 2/3 and B_{i-1} = g^3 / 2 - g^2 + 2/3 (mirror image).
+    torch.mul(f, 0.5, out=out[:, :, 1]).sub_(1).mul_(f2).add_(2 / 3)
+    torch.mul(g, 0.5, out=out[:, :, 2]).sub_(1).mul_(g2).add_(2 / 3)
+    torch.mul(g2, inv_h * -0.5, out=dout[:, :, 0])
+    torch.mul(f2, inv_h * 0.5, out=dout[:, :, 3])
+    torch.mul(f, 1.5, out=dout[:, :, 1]).sub_(2).mul_(f).mul_(inv_h)
+    torch.mul(g, -1.5, out=dout[:, :, 2]).add_(2).mul_(g).mul_(inv_h)
 
 
 def _uniform_local(x: Tensor, t0: Tensor, h: Tensor, num_basis: int, spline_order: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Feature-slot index, value and d/dx of the k+1 non-zero basis functions of each input.
+    """Slots, values and d/dx of the k+1 non-zero basis functions of each input (uniform knots).
 
     Args:
         x: ``(B, C, *spatial)``.
         t0, h: first knot and spacing per channel, ``(C,)``.
 
     Returns:
-        ``(index, values, dvalues)``, each ``(B, C, k + 1, *spatial)``. ``index`` addresses the feature
-        slot ``1 + j`` of basis ``B_j`` (slot 0 is the SiLU path); entries whose ``j`` falls outside
-        ``[0, G + k)`` (partial functions beyond the extended grid, or ``x`` outside it) carry value 0
-        and a clamped index, so adding them anywhere is harmless.
+        ``(first_slot, values, dvalues)``: ``first_slot`` ``(B, C, 1, *spatial)`` (int64) is the unclamped
+        feature slot ``1 + j`` of the first local basis function ``B_j``, ``j = span - k`` (entry ``r``
+        belongs to slot ``first_slot + r``; slot 0 is the SiLU path); ``values`` and ``dvalues``
+        ``(B, C, k + 1, *spatial)`` are zero for entries whose ``j`` falls outside ``[0, G + k)`` (partial
+        functions beyond the extended grid, or ``x`` outside it), so they may be added at any clamped slot.
     """
     k = spline_order
     shape = (1, -1) + (1,) * (x.dim() - 2)
@@ -180,46 +182,56 @@ def _uniform_local(x: Tensor, t0: Tensor, h: Tensor, num_basis: int, spline_orde
     # Fraction relative to the span's own knot: small operands keep float32 accurate to ~1e-7.
     f = (x - torch.addcmul(t0.view(shape), span, h.view(shape))).mul_(inv_h.view(shape))
     stacked = (x.shape[0], x.shape[1], k + 1) + tuple(x.shape[2:])
+    inv_h_local = inv_h.view(shape)  # broadcasts against one local entry (B, C, *spatial)
     if k == 3:
         values, dvalues = x.new_empty(stacked), x.new_empty(stacked)
-        _cubic_values(f, values, dvalues)
+        _cubic_values(f, inv_h_local, values, dvalues)
     else:
         values = torch.stack(uniform_local_basis(f, k), dim=2)
-        dvalues = torch.stack(uniform_local_basis_derivative(f, k), dim=2)
-    view = (1, 1, -1) + (1,) * (x.dim() - 2)
-    # Basis index j = span - k + r of each local value, clamped to [-1, G + k]: both ends are sinks.
-    index = (span.clamp(-2, num_basis + k).long().unsqueeze(2) + torch.arange(-k, 1, device=x.device).view(view))
-    index.clamp_(-1, num_basis)  # (B, C, k+1, *spatial)
-    valid = (index >= 0) & (index < num_basis)
+        dvalues = torch.stack([d * inv_h_local for d in uniform_local_basis_derivative(f, k)], dim=2)
+    first = span.clamp_(-k - 1, num_basis + k).unsqueeze(2)  # (B, C, 1, *spatial); out-of-grid spans: all invalid
+    first.sub_(k - 1)
+    offsets = torch.arange(k + 1, device=x.device, dtype=x.dtype).view((1, 1, -1) + (1,) * (x.dim() - 2))
+    slot = first + offsets  # (B, C, k+1, *spatial), float
+    valid = (slot >= 1) & (slot <= num_basis)
     values.mul_(valid)
-    dvalues.mul_(valid).mul_(inv_h.view((1, -1, 1) + (1,) * (x.dim() - 2)))
-    index.clamp_(0, num_basis - 1).add_(1)  # feature slot 1 + j (invalid entries carry value 0)
-    return index, values, dvalues
+    dvalues.mul_(valid)
+    return first.long(), values, dvalues
+
+
+def _slot(first: Tensor, r: int, num_basis: int) -> Tensor:
+    """Clamped feature slot of local entry ``r`` (its value is zero wherever clamping changed it)."""
+    return (first + r).clamp_(1, num_basis)
 
 
 class _UniformKANFeatures(torch.autograd.Function):
     """Expanded KAN input ``[silu(x), B_0(x), ..., B_{G+k-1}(x)]`` per channel, for uniform knots.
 
-    Forward writes the k+1 non-zero basis values of each input with one ``scatter_add_`` into a zero
-    tensor and keeps their slots and closed-form derivatives; backward is one ``gather`` of the incoming
-    gradient at those slots, a multiply and a sum over the k+1 entries.
+    Forward writes the k+1 non-zero basis values of each input with ``scatter_add_`` into a zero tensor
+    and keeps their first slot and closed-form derivatives; backward gathers the incoming gradient at
+    those slots and contracts it with the derivatives. Index tensors are built one local entry at a
+    time, so no index tensor larger than the input is ever allocated.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, t0: Tensor, h: Tensor, num_basis: int, spline_order: int) -> Tensor:  # type: ignore[override]
-        index, values, dvalues = _uniform_local(x, t0, h, num_basis, spline_order)
+        first, values, dvalues = _uniform_local(x, t0, h, num_basis, spline_order)
         out = x.new_zeros((x.shape[0], x.shape[1], num_basis + 1) + tuple(x.shape[2:]))
-        out.scatter_add_(2, index, values)
+        for r in range(spline_order + 1):
+            out.scatter_add_(2, _slot(first, r, num_basis), values[:, :, r : r + 1])
         out[:, :, 0] = F.silu(x)
-        ctx.save_for_backward(x, index, dvalues)
+        ctx.save_for_backward(x, first, dvalues)
+        ctx.num_basis = num_basis
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        x, index, dvalues = ctx.saved_tensors
-        grad_x = (grad_out.gather(2, index) * dvalues).sum(2)
+        x, first, dvalues = ctx.saved_tensors
         sig = torch.sigmoid(x)
-        grad_x.addcmul_(grad_out[:, :, 0], sig * (1 + x * (1 - sig)))
+        grad_x = grad_out[:, :, 0] * (sig * (1 + x * (1 - sig)))
+        for r in range(dvalues.shape[2]):
+            picked = grad_out.gather(2, _slot(first, r, ctx.num_basis))  # (B, C, 1, *spatial)
+            grad_x.addcmul_(picked.squeeze(2), dvalues[:, :, r])
         return grad_x, None, None, None, None
 
 

@@ -1,0 +1,56 @@
+"""Process-level runtime helpers: device choice and CPU allocator tuning."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+import torch
+
+__all__ = ["resolve_device", "tune_cpu_allocator", "DEVICES"]
+
+#: Valid ``--device`` values.
+DEVICES = ("auto", "cpu", "cuda")
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_tuned = False
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    if device not in DEVICES and not str(device).startswith("cuda:"):
+        raise ValueError(f"device must be one of {list(DEVICES)} (or 'cuda:N'), got {device!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but no CUDA GPU is available")
+    return torch.device(device)
+
+
+def tune_cpu_allocator(cache_bytes: int = 1 << 30) -> bool:
+    """Let glibc keep large freed blocks instead of returning them to the OS after every tensor.
+
+    PyTorch's CPU allocator gets every tensor above glibc's mmap threshold (at most 32 MiB) straight
+    from the kernel and returns it when freed, so each training step pays page faults again for its
+    large activations (KAN convolutions expand their inputs ``1 + G + k``-fold). Raising the mmap and
+    trim thresholds keeps those blocks in the heap for reuse, the same effect as the jemalloc/tcmalloc
+    setting recommended for PyTorch CPU training. No-op (returns False) outside glibc Linux.
+
+    Args:
+        cache_bytes: blocks below this size are served from (and returned to) the heap.
+    """
+    global _tuned
+    if _tuned:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    ok = mallopt(_M_MMAP_THRESHOLD, int(cache_bytes)) == 1 and mallopt(_M_TRIM_THRESHOLD, int(2 * cache_bytes)) == 1
+    _tuned = ok
+    return ok
