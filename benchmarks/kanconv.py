@@ -4,7 +4,8 @@ For each setting it measures forward+backward time (median of ``--repeats`` runs
 
 * ``KANConv``: kmunet's exact KAN convolution (basis expansion + one dense convolution);
 * ``dense floor``: a plain convolution over the same number of expanded input channels
-  ``C_in * (1 + G + k)`` (the arithmetic floor of any exact KAN convolution);
+  ``C_in * (1 + G + k)`` (the arithmetic floor of any exact KAN convolution), measured in both memory
+  formats (channels-first ``NC*`` and channels-last ``N*C``); the faster one is the floor;
 * ``plain conv``: a convolution with the same in/out channels;
 * ``convkan``: the unfold-based ``ConvKAN`` of the ``convkan`` package (2D only, when installed).
 
@@ -28,6 +29,7 @@ import torch.nn as nn
 from kmunet.kan import KANConv
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 
 def _peak_cpu_bytes(fn: Callable[[], None]) -> int:
@@ -134,8 +136,17 @@ def main() -> None:
         floor = _CONV[dims](expanded, c, 3, padding=1, bias=False).to(dev)
         xe = torch.randn((b, expanded) + spatial, generator=gen).to(dev).requires_grad_(True)
         plain = _CONV[dims](c, c, 3, padding=1).to(dev)
-        rows = [("KANConv", kan, x), ("dense floor", floor, xe), ("plain conv", plain, x)]
+        floor_cl = _CONV[dims](expanded, c, 3, padding=1, bias=False).to(dev, memory_format=_CHANNELS_LAST[dims])
+        xe_cl = xe.detach().to(memory_format=_CHANNELS_LAST[dims]).requires_grad_(True)
+        rows = [
+            ("KANConv", kan, x),
+            ("floor (NC*)", floor, xe),
+            ("floor (N*C)", floor_cl, xe_cl),
+            ("plain conv", plain, x),
+        ]
         results = measure(rows, args.repeats, args.amp)
+        # The floor is the faster of the two memory formats of the same dense convolution.
+        results["dense floor"] = min(results["floor (NC*)"], results["floor (N*C)"])
         if dims == 2:
             try:
                 from convkan import ConvKAN

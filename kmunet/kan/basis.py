@@ -141,58 +141,70 @@ def grid_is_uniform(grid: Tensor, rtol: float = 1e-5) -> bool:
     return bool(torch.all(h > 0)) and bool(torch.all((diffs - h).abs() <= rtol * h.abs()))
 
 
-def _cubic_values(f: Tensor, inv_h: Tensor, out: Tensor, dout: Tensor) -> None:
-    """Closed-form uniform cubic B-spline values and d/dx, written into ``out``/``dout`` ``(B, C, 4, *)``.
+def _cubic_values(f: Tensor, inv_h: Tensor, out: list[Tensor], dout: list[Tensor]) -> None:
+    """Closed-form uniform cubic B-spline values and d/dx, written into the four ``out``/``dout`` tensors.
 
-    ``f`` ``(B, C, *)`` is the fraction inside the knot interval and ``inv_h`` ``(1, C, 1, ...)`` the
-    inverse knot spacing; entry ``r`` is ``B_{i-3+r}`` (as :func:`uniform_local_basis`).
+    ``f`` is the fraction inside the knot interval and ``inv_h`` the inverse knot spacing (broadcast
+    against ``f``); entry ``r`` is ``B_{i-3+r}`` (as :func:`uniform_local_basis`).
     """
     g = 1 - f
     f2 = f * f
     g2 = g * g
-    torch.mul(g2, g, out=out[:, :, 0]).mul_(1 / 6)
-    torch.mul(f2, f, out=out[:, :, 3]).mul_(1 / 6)
+    torch.mul(g2, g, out=out[0]).mul_(1 / 6)
+    torch.mul(f2, f, out=out[3]).mul_(1 / 6)
     # B_{i-2} = f^3 / 2 - f^2 + 2/3 and B_{i-1} = g^3 / 2 - g^2 + 2/3 (mirror image).
-    torch.mul(f, 0.5, out=out[:, :, 1]).sub_(1).mul_(f2).add_(2 / 3)
-    torch.mul(g, 0.5, out=out[:, :, 2]).sub_(1).mul_(g2).add_(2 / 3)
-    torch.mul(g2, inv_h * -0.5, out=dout[:, :, 0])
-    torch.mul(f2, inv_h * 0.5, out=dout[:, :, 3])
-    torch.mul(f, 1.5, out=dout[:, :, 1]).sub_(2).mul_(f).mul_(inv_h)
-    torch.mul(g, -1.5, out=dout[:, :, 2]).add_(2).mul_(g).mul_(inv_h)
+    torch.mul(f, 0.5, out=out[1]).sub_(1).mul_(f2).add_(2 / 3)
+    torch.mul(g, 0.5, out=out[2]).sub_(1).mul_(g2).add_(2 / 3)
+    torch.mul(g2, inv_h * -0.5, out=dout[0])
+    torch.mul(f2, inv_h * 0.5, out=dout[3])
+    torch.mul(f, 1.5, out=dout[1]).sub_(2).mul_(f).mul_(inv_h)
+    torch.mul(g, -1.5, out=dout[2]).add_(2).mul_(g).mul_(inv_h)
 
 
-def _uniform_local(x: Tensor, t0: Tensor, h: Tensor, num_basis: int, spline_order: int) -> tuple[Tensor, Tensor, Tensor]:
+def _uniform_local(
+    x: Tensor, t0: Tensor, h: Tensor, num_basis: int, spline_order: int, channel_dim: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """Slots, values and d/dx of the k+1 non-zero basis functions of each input (uniform knots).
 
     Args:
-        x: ``(B, C, *spatial)``.
+        x: inputs with channels at ``channel_dim``: ``(B, C, *spatial)`` (``channel_dim=1``) or
+            ``(B, *spatial, C)`` (``channel_dim=-1``).
         t0, h: first knot and spacing per channel, ``(C,)``.
+        num_basis: ``G + k``.
+        spline_order: k.
+        channel_dim: 1 or -1.
 
     Returns:
-        ``(first_slot, values, dvalues)``: ``first_slot`` ``(B, C, 1, *spatial)`` (int64) is the unclamped
-        feature slot ``1 + j`` of the first local basis function ``B_j``, ``j = span - k`` (entry ``r``
-        belongs to slot ``first_slot + r``; slot 0 is the SiLU path); ``values`` and ``dvalues``
-        ``(B, C, k + 1, *spatial)`` are zero for entries whose ``j`` falls outside ``[0, G + k)`` (partial
-        functions beyond the extended grid, or ``x`` outside it), so they may be added at any clamped slot.
+        ``(first_slot, values, dvalues)`` with the k+1 local entries stacked on a new axis right after the
+        channel axis: ``first_slot`` (int64, size 1 on that axis) is the unclamped feature slot ``1 + j``
+        of the first local basis function ``B_j``, ``j = span - k`` (entry ``r`` belongs to slot
+        ``first_slot + r``; slot 0 is the SiLU path); ``values`` and ``dvalues`` (size k+1) are zero for
+        entries whose ``j`` falls outside ``[0, G + k)`` (partial functions beyond the extended grid, or
+        ``x`` outside it), so they may be added at any clamped slot.
     """
     k = spline_order
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    inv_h = 1.0 / h
-    span = torch.floor(torch.addcmul((-t0 * inv_h).view(shape), x, inv_h.view(shape)))  # floor((x - t0) / h)
+    nd = x.dim()
+    edim = 2 if channel_dim == 1 else nd  # axis of the local entries in the stacked tensors
+    shape = [1] * nd
+    shape[channel_dim] = -1  # per-channel parameters broadcast along the channel axis of x
+    inv_h = (1.0 / h).view(shape)
+    t0v, hv = t0.view(shape), h.view(shape)
+    span = torch.floor(torch.addcmul(-t0v * inv_h, x, inv_h))  # floor((x - t0) / h)
     # Fraction relative to the span's own knot: small operands keep float32 accurate to ~1e-7.
-    f = (x - torch.addcmul(t0.view(shape), span, h.view(shape))).mul_(inv_h.view(shape))
-    stacked = (x.shape[0], x.shape[1], k + 1) + tuple(x.shape[2:])
-    inv_h_local = inv_h.view(shape)  # broadcasts against one local entry (B, C, *spatial)
+    f = (x - torch.addcmul(t0v, span, hv)).mul_(inv_h)
+    stacked = list(x.shape)
+    stacked.insert(edim, k + 1)
     if k == 3:
         values, dvalues = x.new_empty(stacked), x.new_empty(stacked)
-        _cubic_values(f, inv_h_local, values, dvalues)
+        _cubic_values(f, inv_h, [values.select(edim, r) for r in range(4)], [dvalues.select(edim, r) for r in range(4)])
     else:
-        values = torch.stack(uniform_local_basis(f, k), dim=2)
-        dvalues = torch.stack([d * inv_h_local for d in uniform_local_basis_derivative(f, k)], dim=2)
-    first = span.clamp_(-k - 1, num_basis + k).unsqueeze(2)  # (B, C, 1, *spatial); out-of-grid spans: all invalid
+        values = torch.stack(uniform_local_basis(f, k), dim=edim)
+        dvalues = torch.stack([d * inv_h for d in uniform_local_basis_derivative(f, k)], dim=edim)
+    first = span.clamp_(-k - 1, num_basis + k).unsqueeze(edim)  # out-of-grid spans: every entry invalid
     first.sub_(k - 1)
-    offsets = torch.arange(k + 1, device=x.device, dtype=x.dtype).view((1, 1, -1) + (1,) * (x.dim() - 2))
-    slot = first + offsets  # (B, C, k+1, *spatial), float
+    offsets_shape = [1] * (nd + 1)
+    offsets_shape[edim] = k + 1
+    slot = first + torch.arange(k + 1, device=x.device, dtype=x.dtype).view(offsets_shape)
     valid = (slot >= 1) & (slot <= num_basis)
     values.mul_(valid)
     dvalues.mul_(valid)
@@ -211,31 +223,46 @@ class _UniformKANFeatures(torch.autograd.Function):
     and keeps their first slot and closed-form derivatives; backward gathers the incoming gradient at
     those slots and contracts it with the derivatives. Index tensors are built one local entry at a
     time, so no index tensor larger than the input is ever allocated.
+
+    With ``channels_last`` the features are laid out ``(B, *spatial, C, 1 + G + k)`` in memory (returned
+    as a ``(B, C, 1 + G + k, *spatial)`` view), which flattens into a channels-last tensor: CPU (oneDNN)
+    3D convolutions over many input channels run several times faster in that format.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, t0: Tensor, h: Tensor, num_basis: int, spline_order: int) -> Tensor:  # type: ignore[override]
-        first, values, dvalues = _uniform_local(x, t0, h, num_basis, spline_order)
-        out = x.new_zeros((x.shape[0], x.shape[1], num_basis + 1) + tuple(x.shape[2:]))
+    def forward(ctx, x: Tensor, t0: Tensor, h: Tensor, num_basis: int, spline_order: int, channels_last: bool) -> Tensor:  # type: ignore[override]
+        xin = x.movedim(1, -1) if channels_last else x  # (B, *spatial, C) or (B, C, *spatial)
+        edim = xin.dim() if channels_last else 2
+        first, values, dvalues = _uniform_local(xin, t0, h, num_basis, spline_order, -1 if channels_last else 1)
+        size = list(xin.shape)
+        size.insert(edim, num_basis + 1)
+        out = x.new_zeros(size)
         for r in range(spline_order + 1):
-            out.scatter_add_(2, _slot(first, r, num_basis), values[:, :, r : r + 1])
-        out[:, :, 0] = F.silu(x)
+            out.scatter_add_(edim, _slot(first, r, num_basis), values.narrow(edim, r, 1))
+        out.select(edim, 0).copy_(F.silu(xin))
         ctx.save_for_backward(x, first, dvalues)
-        ctx.num_basis = num_basis
-        return out
+        ctx.num_basis, ctx.channels_last = num_basis, channels_last
+        return out.movedim(-2, 1).movedim(-1, 2) if channels_last else out  # (B, C, 1 + G + k, *spatial)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         x, first, dvalues = ctx.saved_tensors
-        sig = torch.sigmoid(x)
-        grad_x = grad_out[:, :, 0] * (sig * (1 + x * (1 - sig)))
-        for r in range(dvalues.shape[2]):
-            picked = grad_out.gather(2, _slot(first, r, ctx.num_basis))  # (B, C, 1, *spatial)
-            grad_x.addcmul_(picked.squeeze(2), dvalues[:, :, r])
-        return grad_x, None, None, None, None
+        if ctx.channels_last:
+            grad = grad_out.permute(0, *range(3, grad_out.dim()), 1, 2)  # (B, *spatial, C, 1 + G + k)
+            xin, edim = x.movedim(1, -1), grad.dim() - 1
+        else:
+            grad, xin, edim = grad_out, x, 2
+        sig = torch.sigmoid(xin)
+        grad_x = grad.select(edim, 0) * (sig * (1 + xin * (1 - sig)))
+        for r in range(dvalues.shape[edim]):
+            picked = grad.gather(edim, _slot(first, r, ctx.num_basis))  # size 1 on the entry axis
+            grad_x.addcmul_(picked.squeeze(edim), dvalues.select(edim, r))
+        return (grad_x.movedim(-1, 1) if ctx.channels_last else grad_x), None, None, None, None, None
 
 
-def kan_features(x: Tensor, grid: Tensor, spline_order: int, uniform: bool | None = None) -> Tensor:
+def kan_features(
+    x: Tensor, grid: Tensor, spline_order: int, uniform: bool | None = None, channels_last: bool = False
+) -> Tensor:
     """Expand every input channel into its SiLU and B-spline basis values.
 
     This is the first half of an exact KAN layer: a KAN linear layer or convolution is then one dense
@@ -247,6 +274,8 @@ def kan_features(x: Tensor, grid: Tensor, spline_order: int, uniform: bool | Non
         spline_order: B-spline order k.
         uniform: whether every channel's knots are equally spaced; ``None`` checks the grid. Uniform
             grids use the fast closed-form path, others the general Cox-de Boor recursion.
+        channels_last: lay the features out as ``(B, *spatial, C, 1 + G + k)`` in memory, so that
+            ``flatten(1, 2)`` gives a channels-last tensor without a copy (faster 3D convolutions on CPU).
 
     Returns:
         ``(B, C, 1 + G + k, *spatial)``: slot 0 is ``silu(x)``, slot ``1 + i`` is ``B_i(x)``.
@@ -259,7 +288,9 @@ def kan_features(x: Tensor, grid: Tensor, spline_order: int, uniform: bool | Non
     if uniform:
         g = grid.double()
         h = (g[:, -1] - g[:, 0]) / (g.shape[1] - 1)  # mean spacing: t0 + j h matches every stored knot
-        return _UniformKANFeatures.apply(x, g[:, 0].to(x.dtype), h.to(x.dtype), num_basis, spline_order)
+        t0, h = g[:, 0].to(x.dtype), h.to(x.dtype)
+        return _UniformKANFeatures.apply(x, t0, h, num_basis, spline_order, channels_last and x.dim() > 2)
     basis = bspline_basis(x.movedim(1, -1), grid, spline_order)  # (B, *spatial, C, G + k)
     feats = torch.cat([F.silu(x).movedim(1, -1).unsqueeze(-1), basis], dim=-1)  # (B, *spatial, C, 1 + G + k)
-    return feats.movedim(-2, 1).movedim(-1, 2)  # (B, C, 1 + G + k, *spatial)
+    feats = feats.movedim(-2, 1).movedim(-1, 2)  # (B, C, 1 + G + k, *spatial), channels-last memory
+    return feats if channels_last else feats.contiguous()

@@ -71,6 +71,20 @@ def test_uniform_local_basis_sums_to_one() -> None:
         torch.testing.assert_close(torch.stack(uniform_local_basis(f, order)).sum(0), torch.ones_like(f))
 
 
+@pytest.mark.parametrize("uniform", [True, False])
+def test_channels_last_layout_gives_identical_features_and_gradients(uniform: bool) -> None:
+    grid = make_grid((-1.0, 1.0), 4, 3, 3, dtype=torch.float64)
+    x = (torch.randn(2, 3, 4, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 1.5)
+    x.requires_grad_(True)
+    cl = kan_features(x, grid, 3, uniform=uniform, channels_last=True)
+    cf = kan_features(x, grid, 3, uniform=uniform, channels_last=False)
+    torch.testing.assert_close(cl, cf)
+    assert cl.flatten(1, 2).is_contiguous(memory_format=torch.channels_last_3d)
+    assert cf.flatten(1, 2).is_contiguous()
+    if uniform:
+        assert torch.autograd.gradcheck(lambda t: kan_features(t, grid, 3, uniform=True, channels_last=True), (x,))
+
+
 def test_gradcheck_basis_and_features() -> None:
     grid = random_grid(channels=2, grid_size=3, order=3, seed=5)
     x = (torch.rand(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 4 - 2).requires_grad_(True)

@@ -49,6 +49,14 @@ def test_kanconv_nonuniform_grid_after_update_matches_reference() -> None:
     np.testing.assert_allclose(layer(x).detach().numpy(), reference_conv(layer, x), atol=1e-10)
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_kanconv_3d_memory_layouts_agree(channels_last: bool) -> None:
+    torch.manual_seed(7)
+    layer = KANConv(3, 4, 3, kernel_size=3, stride=2, groups=1, channels_last=channels_last, dtype=F64)
+    x = _input((2, 4, 5, 6, 5), seed=11)
+    np.testing.assert_allclose(layer(x).detach().numpy(), reference_conv(layer, x), atol=1e-10)
+
+
 def test_output_equals_sum_of_edge_functions_over_receptive_field() -> None:
     torch.manual_seed(2)
     layer = KANConv(1, 3, 2, kernel_size=4, padding="valid", dtype=F64)
