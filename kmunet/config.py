@@ -111,6 +111,7 @@ class DataConfig:
         cache_dir: folder of the disk cache (default: ``<output>/cache``).
         num_workers: DataLoader workers.
         label_tolerance: absolute tolerance when comparing image and label affines.
+        elastic_prob: probability of a random elastic deformation (2D albumentations pipeline only).
     """
 
     root: str = ""
@@ -140,6 +141,7 @@ class DataConfig:
     cache_dir: str | None = None
     num_workers: int = 0
     label_tolerance: float = 1e-3
+    elastic_prob: float = 0.0
 
 
 @dataclass(frozen=True)

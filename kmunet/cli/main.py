@@ -18,6 +18,7 @@ from kmunet import __version__
 #: Command modules, in the order ``kmunet --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "demo",
+    "validate_data",
 )
 
 

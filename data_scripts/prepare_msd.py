@@ -1,0 +1,52 @@
+#!/usr/bin/env python
+"""Download (or unpack a local archive of) a Medical Segmentation Decathlon task and verify it.
+
+Examples:
+    python data_scripts/prepare_msd.py Task04_Hippocampus --out data/
+    python data_scripts/prepare_msd.py Task04_Hippocampus --out data/ --archive ~/Downloads/Task04_Hippocampus.tar
+    python data_scripts/prepare_msd.py Task09_Spleen --out data/ --url https://mirror/Task09_Spleen.tar --md5 410d...
+
+Downloads resume where an interrupted one stopped (HTTP range requests on ``<task>.tar.part``) and
+are checked against the task's known MD5 (or ``--md5`` / ``--sha256``). Thin wrapper over
+:func:`kmunet.data.prepare.prepare_msd`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, prepare the task; returns the exit code (1 on errors)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("task", help="MSD task, e.g. Task04_Hippocampus")
+    parser.add_argument("--out", required=True, help="output folder (archive + unpacked task)")
+    parser.add_argument("--archive", default=None, help="local archive instead of downloading")
+    parser.add_argument("--url", default=None, help="download URL (default: the official MSD tarball)")
+    parser.add_argument("--md5", default=None, help="expected MD5 of the archive")
+    parser.add_argument("--sha256", default=None, help="expected SHA-256 of the archive")
+    parser.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds")
+    args = parser.parse_args(argv)
+
+    from kmunet.data.prepare import prepare_msd
+
+    def progress(done: int, total: int | None) -> None:
+        pct = f" ({100 * done / total:.0f}%)" if total else ""
+        print(f"\r{done / 2**20:.1f} MiB{pct}", end="", file=sys.stderr)
+
+    try:
+        root = prepare_msd(
+            args.task, args.out, archive=args.archive, url=args.url, md5=args.md5, sha256=args.sha256,
+            timeout=args.timeout, progress=progress,
+        )
+    except (ValueError, OSError) as err:
+        print(f"\nprepare_msd: error: {err}", file=sys.stderr)
+        return 1
+    print(f"\n{root}: verified")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
