@@ -167,53 +167,49 @@ def _uniform_local(
     """Slots, values and d/dx of the k+1 non-zero basis functions of each input (uniform knots).
 
     Args:
-        x: inputs with channels at ``channel_dim``: ``(B, C, *spatial)`` (``channel_dim=1``) or
-            ``(B, *spatial, C)`` (``channel_dim=-1``).
+        x: contiguous inputs with channels at ``channel_dim``: ``(B, C, *spatial)`` (``channel_dim=1``)
+            or ``(B, *spatial, C)`` (``channel_dim=-1``).
         t0, h: first knot and spacing per channel, ``(C,)``.
         num_basis: ``G + k``.
         spline_order: k.
         channel_dim: 1 or -1.
 
     Returns:
-        ``(first_slot, values, dvalues)`` with the k+1 local entries stacked on a new axis right after the
-        channel axis: ``first_slot`` (int64, size 1 on that axis) is the unclamped feature slot ``1 + j``
-        of the first local basis function ``B_j``, ``j = span - k`` (entry ``r`` belongs to slot
-        ``first_slot + r``; slot 0 is the SiLU path); ``values`` and ``dvalues`` (size k+1) are zero for
-        entries whose ``j`` falls outside ``[0, G + k)`` (partial functions beyond the extended grid, or
-        ``x`` outside it), so they may be added at any clamped slot.
+        ``(first_slot, values, dvalues)``: ``first_slot`` (int64, shaped like ``x``) is the unclamped feature
+        slot ``1 + j`` of the first local basis function ``B_j``, ``j = span - k`` (local entry ``r`` belongs
+        to slot ``first_slot + r``; slot 0 is the SiLU path); ``values`` and ``dvalues`` ``(k + 1, *x.shape)``
+        (entry-major, so each entry is one dense tensor) are zero for entries whose ``j`` falls outside
+        ``[0, G + k)`` (partial functions beyond the extended grid, or ``x`` outside it), so they may be
+        added at any clamped slot.
     """
     k = spline_order
-    nd = x.dim()
-    edim = 2 if channel_dim == 1 else nd  # axis of the local entries in the stacked tensors
-    shape = [1] * nd
+    shape = [1] * x.dim()
     shape[channel_dim] = -1  # per-channel parameters broadcast along the channel axis of x
     inv_h = (1.0 / h).view(shape)
     t0v, hv = t0.view(shape), h.view(shape)
     span = torch.floor(torch.addcmul(-t0v * inv_h, x, inv_h))  # floor((x - t0) / h)
     # Fraction relative to the span's own knot: small operands keep float32 accurate to ~1e-7.
     f = (x - torch.addcmul(t0v, span, hv)).mul_(inv_h)
-    stacked = list(x.shape)
-    stacked.insert(edim, k + 1)
     if k == 3:
-        values, dvalues = x.new_empty(stacked), x.new_empty(stacked)
-        _cubic_values(f, inv_h, [values.select(edim, r) for r in range(4)], [dvalues.select(edim, r) for r in range(4)])
+        values, dvalues = x.new_empty((4,) + x.shape), x.new_empty((4,) + x.shape)
+        _cubic_values(f, inv_h, list(values), list(dvalues))
     else:
-        values = torch.stack(uniform_local_basis(f, k), dim=edim)
-        dvalues = torch.stack([d * inv_h for d in uniform_local_basis_derivative(f, k)], dim=edim)
-    first = span.clamp_(-k - 1, num_basis + k).unsqueeze(edim)  # out-of-grid spans: every entry invalid
-    first.sub_(k - 1)
-    offsets_shape = [1] * (nd + 1)
-    offsets_shape[edim] = k + 1
-    slot = first + torch.arange(k + 1, device=x.device, dtype=x.dtype).view(offsets_shape)
-    valid = (slot >= 1) & (slot <= num_basis)
-    values.mul_(valid)
-    dvalues.mul_(valid)
+        values = torch.stack(uniform_local_basis(f, k))
+        dvalues = torch.stack([d * inv_h for d in uniform_local_basis_derivative(f, k)])
+    first = span.clamp_(-k - 1, num_basis + k).sub_(k - 1)  # out-of-grid spans: every entry invalid
+    for r in range(k + 1):
+        valid = (first >= 1 - r) & (first <= num_basis - r)
+        values[r].mul_(valid)
+        dvalues[r].mul_(valid)
     return first.long(), values, dvalues
 
 
-def _slot(first: Tensor, r: int, num_basis: int) -> Tensor:
-    """Clamped feature slot of local entry ``r`` (its value is zero wherever clamping changed it)."""
-    return (first + r).clamp_(1, num_basis)
+def _slot(first: Tensor, r: int, num_basis: int, dim: int) -> Tensor:
+    """Clamped feature slot of local entry ``r``, with a size-1 entry axis at ``dim`` (scatter/gather index).
+
+    Its value is zero wherever clamping changed the slot.
+    """
+    return (first + r).clamp_(1, num_basis).unsqueeze(dim)
 
 
 class _UniformKANFeatures(torch.autograd.Function):
@@ -231,14 +227,15 @@ class _UniformKANFeatures(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, t0: Tensor, h: Tensor, num_basis: int, spline_order: int, channels_last: bool) -> Tensor:  # type: ignore[override]
-        xin = x.movedim(1, -1) if channels_last else x  # (B, *spatial, C) or (B, C, *spatial)
-        edim = xin.dim() if channels_last else 2
+        # (B, *spatial, C) or (B, C, *spatial), contiguous so every elementwise pass below is dense
+        xin = x.movedim(1, -1).contiguous() if channels_last else x.contiguous()
+        edim = xin.dim() if channels_last else 2  # axis of the feature slots
         first, values, dvalues = _uniform_local(xin, t0, h, num_basis, spline_order, -1 if channels_last else 1)
         size = list(xin.shape)
         size.insert(edim, num_basis + 1)
         out = x.new_zeros(size)
         for r in range(spline_order + 1):
-            out.scatter_add_(edim, _slot(first, r, num_basis), values.narrow(edim, r, 1))
+            out.scatter_add_(edim, _slot(first, r, num_basis, edim), values[r].unsqueeze(edim))
         out.select(edim, 0).copy_(F.silu(xin))
         ctx.save_for_backward(x, first, dvalues)
         ctx.num_basis, ctx.channels_last = num_basis, channels_last
@@ -249,14 +246,14 @@ class _UniformKANFeatures(torch.autograd.Function):
         x, first, dvalues = ctx.saved_tensors
         if ctx.channels_last:
             grad = grad_out.permute(0, *range(3, grad_out.dim()), 1, 2)  # (B, *spatial, C, 1 + G + k)
-            xin, edim = x.movedim(1, -1), grad.dim() - 1
+            xin, edim = x.movedim(1, -1).contiguous(), grad.dim() - 1
         else:
-            grad, xin, edim = grad_out, x, 2
+            grad, xin, edim = grad_out, x.contiguous(), 2
         sig = torch.sigmoid(xin)
         grad_x = grad.select(edim, 0) * (sig * (1 + xin * (1 - sig)))
-        for r in range(dvalues.shape[edim]):
-            picked = grad.gather(edim, _slot(first, r, ctx.num_basis))  # size 1 on the entry axis
-            grad_x.addcmul_(picked.squeeze(edim), dvalues.select(edim, r))
+        for r in range(dvalues.shape[0]):
+            picked = grad.gather(edim, _slot(first, r, ctx.num_basis, edim))  # size 1 on the slot axis
+            grad_x.addcmul_(picked.squeeze(edim), dvalues[r])
         return (grad_x.movedim(-1, 1) if ctx.channels_last else grad_x), None, None, None, None, None
 
 
