@@ -19,6 +19,7 @@ from kmunet import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "demo",
     "validate_data",
+    "train",
 )
 
 

@@ -1,0 +1,126 @@
+"""Checkpoints: atomic writes, safe loading (``weights_only=True``) and model reconstruction.
+
+A kmunet checkpoint is a plain dict of tensors and Python primitives, so it loads with
+``torch.load(path, weights_only=True)`` and can never run code::
+
+    {"format": "kmunet-checkpoint", "format_version": 1, "kmunet_version": str,
+     "state_dict": {...}, "config": to_dict(ExperimentConfig), "class_names": [...],
+     "preprocessing": {...}, "epoch": int, "metrics": {...}, "best_metric": float,
+     # last.pt only (resume state):
+     "optimizer": {...}, "scheduler": {...}, "scaler": {...} | None, "rng": {...}}
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from kmunet.config import ExperimentConfig, from_dict
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "FORMAT_VERSION",
+    "save_checkpoint",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "rng_state",
+    "set_rng_state",
+]
+
+CHECKPOINT_FORMAT = "kmunet-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> Path:
+    """Write ``payload`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(dict(payload), tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a kmunet checkpoint with ``torch.load(weights_only=True)`` (no code can run).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a readable kmunet checkpoint (the message names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle errors, truncated files, disallowed globals
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a loadable kmunet checkpoint ({first_line})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a kmunet checkpoint (missing format={CHECKPOINT_FORMAT!r})")
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format {ckpt['format_version']} is newer than this kmunet supports")
+    for key in ("state_dict", "config"):
+        if key not in ckpt:
+            raise ValueError(f"{path}: kmunet checkpoint lacks {key!r}")
+    return ckpt
+
+
+def model_from_checkpoint(
+    checkpoint: str | Path | Mapping[str, Any], device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ExperimentConfig]:
+    """Rebuild the network of a checkpoint and load its weights (eval mode).
+
+    Args:
+        checkpoint: a path or an already loaded checkpoint dict.
+        device: where to put the model.
+
+    Returns:
+        ``(model, config)``.
+    """
+    from kmunet.networks import build_network
+
+    ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+    config = from_dict(ExperimentConfig, ckpt["config"])
+    model = build_network(config.network)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval(), config
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch (CPU and CUDA), NumPy and Python RNG states as tensors and plain lists."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))

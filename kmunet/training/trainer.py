@@ -1,0 +1,462 @@
+"""Training loop: Dice + cross-entropy on a MONAI pipeline, AMP, DDP, resume, checkpoints, logs.
+
+One function, :func:`train`, runs the whole experiment described by an
+:class:`~kmunet.config.ExperimentConfig`; under ``torchrun`` it runs data-parallel (DDP: NCCL on GPU,
+Gloo on CPU) with distributed samplers and only rank 0 writes. Every epoch re-seeds shuffling and
+augmentation from ``(train.seed, epoch, rank)``, so ``resume=True`` continues exactly where an
+interrupted run stopped (a run killed mid-epoch loses at most that epoch).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from kmunet import __version__
+from kmunet.config import ExperimentConfig, from_dict, save_config, to_dict
+from kmunet.runtime import resolve_device, tune_cpu_allocator
+from kmunet.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    FORMAT_VERSION,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from kmunet.training.schedule import AmpSettings, amp_settings, lr_factor
+
+__all__ = ["TrainResult", "train", "evaluate"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns (rank 0 has the metrics; other ranks get the same paths)."""
+
+    output_dir: Path
+    best_metric: float
+    best_epoch: int
+    dice_per_class: dict[str, float]
+    epochs_run: int
+    seconds_per_epoch: float
+    best_checkpoint: Path
+    last_checkpoint: Path
+    parameters: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _distributed_env() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from the torchrun environment (1 process otherwise)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _all_reduce(t: torch.Tensor, world_size: int) -> torch.Tensor:
+    if world_size > 1:
+        dist.all_reduce(t)
+    return t
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _evaluate_sums(
+    model: nn.Module, loader: Iterable[dict], config: ExperimentConfig, device: torch.device, amp: AmpSettings
+) -> torch.Tensor:
+    """Per-class sums of per-case Dice and case counts, then FOV TP/FP/FN: ``(2 * (C - 1) + 3,)`` float64."""
+    from monai.inferers import sliding_window_inference
+    from monai.metrics import compute_dice
+
+    num_classes = config.network.out_channels
+    sums = torch.zeros(2 * (num_classes - 1) + 3, dtype=torch.float64)
+    model.eval()
+    for batch in loader:
+        image = batch["image"].to(device)
+        label = batch["label"].to(device).long()
+        with torch.autocast(device.type, dtype=amp.dtype or torch.float32, enabled=amp.dtype is not None):
+            logits = sliding_window_inference(
+                image, tuple(config.data.patch_size), config.train.sw_batch_size, model, overlap=config.train.sw_overlap
+            )
+        pred = logits.float().argmax(1, keepdim=True)
+        onehot_pred = torch.zeros_like(logits, dtype=torch.float32).scatter_(1, pred, 1.0)
+        onehot_label = torch.zeros_like(onehot_pred).scatter_(1, label, 1.0)
+        dice = compute_dice(onehot_pred, onehot_label, include_background=False)  # (B, C - 1), NaN for empty
+        valid = torch.isfinite(dice)
+        sums[: num_classes - 1] += torch.where(valid, dice, 0.0).sum(0).double().cpu()
+        sums[num_classes - 1 : 2 * (num_classes - 1)] += valid.sum(0).double().cpu()
+        if "fov" in batch and num_classes == 2:
+            fov = batch["fov"].to(device) > 0
+            p, t = (pred == 1) & fov, (label == 1) & fov
+            sums[-3] += (p & t).sum().item()
+            sums[-2] += (p & ~t).sum().item()
+            sums[-1] += (~p & t).sum().item()
+    return sums
+
+
+def _metrics_from_sums(sums: torch.Tensor, class_names: list[str]) -> dict[str, Any]:
+    n = len(class_names) - 1
+    dice = {name: (sums[i] / sums[n + i]).item() if sums[n + i] > 0 else float("nan") for i, name in enumerate(class_names[1:])}
+    finite = [v for v in dice.values() if not math.isnan(v)]
+    metrics: dict[str, Any] = {"dice": dice, "mean_dice": float(np.mean(finite)) if finite else float("nan")}
+    tp, fp, fn = sums[-3].item(), sums[-2].item(), sums[-1].item()
+    if tp + fp + fn > 0:
+        metrics["f1_fov"] = 2 * tp / (2 * tp + fp + fn)
+    return metrics
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[dict],
+    config: ExperimentConfig,
+    device: torch.device | str = "cpu",
+    amp: AmpSettings = AmpSettings(None, False),
+) -> dict[str, Any]:
+    """Per-class Dice (MONAI ``compute_dice`` on argmax predictions from ``sliding_window_inference``).
+
+    Returns:
+        ``{"dice": {class: mean over cases}, "mean_dice": float}`` and, for 2-class tasks whose loader
+        yields a field-of-view mask (DRIVE), ``"f1_fov"``: pixel F1 of the foreground inside the FOV.
+    """
+    sums = _evaluate_sums(model, loader, config, torch.device(device), amp)
+    return _metrics_from_sums(sums, list(config.data.class_names))
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+
+def _seed_epoch(seed: int, epoch: int, rank: int, loader: Any) -> None:
+    """Re-seed shuffling and augmentation from ``(seed, epoch, rank)`` (what makes resume exact)."""
+    from monai.data.utils import set_rnd
+
+    s = (seed * 100_003 + epoch * 1_009 + rank) % (2**31 - 1)
+    torch.manual_seed(s)
+    np.random.seed(s)
+    random.seed(s)
+    set_rnd(loader.dataset, s)
+    if getattr(loader, "generator", None) is not None:
+        loader.generator.manual_seed(s)
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+
+
+def _make_optimizer(model: nn.Module, config: ExperimentConfig, total_steps: int, warmup_steps: int, step: int):
+    opt = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    for group in opt.param_groups:
+        group["initial_lr"] = config.train.lr
+    schedule = config.train.schedule
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, total_steps, warmup_steps, schedule), last_epoch=step - 1
+    )
+    return opt, sched
+
+
+def _prepare_data_root(config: ExperimentConfig, output: Path, rank: int) -> ExperimentConfig:
+    """An empty ``data.root`` means: generate the built-in synthetic dataset into ``output/data``."""
+    if config.data.root:
+        return config
+    from kmunet.data import make_synthetic_dataset
+
+    root = output / "data"
+    if rank == 0 and not (root / "dataset.json").is_file():
+        make_synthetic_dataset(root, n_cases=12, shape=(32, 32, 32), spatial_dims=config.network.spatial_dims, seed=0)
+    if dist.is_initialized():
+        dist.barrier()
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(root)))
+
+
+def _write_csv(history: list[dict[str, Any]], path: Path) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys.extend(k for k in row if k not in keys)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(history)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot(epochs, [r["train_loss"] for r in history], label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("Dice + CE loss")
+    ax1.legend()
+    val_keys = [k for k in history[-1] if k.startswith("val_")]
+    for key in val_keys:
+        pts = [(r["epoch"], r[key]) for r in history if key in r and not math.isnan(r[key])]
+        if pts:
+            ax2.plot(*zip(*pts), marker="o", ms=3, label=key[4:])
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("validation")
+    ax2.set_ylim(0, 1)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def train(config: ExperimentConfig, resume: bool = False, device: str | None = None) -> TrainResult:
+    """Train the network of ``config`` with Dice + cross-entropy (plus the optional KAN regulariser).
+
+    Args:
+        config: the resolved experiment config (``train.output_dir`` receives everything).
+        resume: continue from ``output_dir/last.pt`` (same epoch, optimizer, scheduler, scaler, RNG).
+        device: overrides ``train.device`` (``"auto"``, ``"cpu"``, ``"cuda"``).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ValueError: the dataset has fatal problems (``kmunet validate-data`` lists them), or bad config.
+        FileNotFoundError: ``resume`` without ``last.pt``.
+    """
+    from monai.losses import DiceCELoss
+    from tqdm import tqdm
+
+    from kmunet.data import build_dataloaders, preprocessing_params, validate_dataset
+    from kmunet.kan import extend_model_grids, kan_layers, kan_regularization, update_model_grids
+    from kmunet.networks import build_network, count_parameters
+
+    tc = config.train
+    if tc.epochs < 1:
+        raise ValueError(f"train.epochs must be >= 1, got {tc.epochs}")
+    if tc.val_every < 1:
+        raise ValueError(f"train.val_every must be >= 1, got {tc.val_every}")
+    if len(config.data.class_names) != config.network.out_channels:
+        raise ValueError(
+            f"data.class_names has {len(config.data.class_names)} names but network.out_channels is "
+            f"{config.network.out_channels}"
+        )
+    rank, world_size, local_rank = _distributed_env()
+    dev = resolve_device(device or tc.device)
+    own_group = False
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        own_group = True
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank if world_size > 1 else (dev.index or 0))
+        torch.cuda.set_device(dev)
+    else:
+        tune_cpu_allocator()
+    if tc.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    output = Path(tc.output_dir)
+    is_main = rank == 0
+    try:
+        config = _prepare_data_root(config, output, rank)
+        report = validate_dataset(None, config)
+        if not report.ok:
+            first = report.fatal[0]
+            raise ValueError(
+                f"dataset {report.root} has {len(report.fatal)} fatal problem(s), first: {first.file}: "
+                f"{first.message} (run `kmunet validate-data` for the full list)"
+            )
+        train_loader, val_loader, info = build_dataloaders(config, rank=rank, world_size=world_size)
+        class_names = list(config.data.class_names)
+        steps_per_epoch = len(train_loader)
+        total_steps = tc.epochs * steps_per_epoch
+        warmup_steps = tc.warmup_epochs * steps_per_epoch
+
+        start_epoch, step, best_metric, best_epoch, history = 0, 0, -math.inf, -1, []
+        ckpt: dict[str, Any] | None = None
+        if resume:
+            ckpt = load_checkpoint(output / "last.pt", map_location="cpu")
+            if "optimizer" not in ckpt:
+                raise ValueError(f"{output / 'last.pt'}: no resume state in this checkpoint")
+            saved = from_dict(ExperimentConfig, ckpt["config"])
+            config = dataclasses.replace(config, network=saved.network)  # grid size may have been extended
+        torch.manual_seed(tc.seed)
+        model = build_network(config.network).to(dev)
+        amp = amp_settings(dev, tc.amp)
+        scaler = torch.amp.GradScaler("cuda") if amp.use_scaler else None
+        if ckpt is not None:
+            model.load_state_dict(ckpt["state_dict"])
+            start_epoch, step = ckpt["epoch"] + 1, ckpt["step"]
+            best_metric, best_epoch, history = ckpt["best_metric"], ckpt["best_epoch"], list(ckpt["history"])
+        opt, sched = _make_optimizer(model, config, total_steps, warmup_steps, step)
+        if ckpt is not None:
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            if scaler is not None and ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+            set_rng_state(ckpt["rng"])
+        ddp = world_size > 1
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) if ddp else model
+        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=tc.dice_weight, lambda_ce=tc.ce_weight)
+        has_kan = any(True for _ in kan_layers(model))
+        extend_at = dict(tc.grid_extend)
+
+        writer = None
+        if is_main:
+            output.mkdir(parents=True, exist_ok=True)
+            save_config(config, output / "config.yaml")
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(output / "tensorboard"))
+            print(
+                f"training {config.network.name} ({count_parameters(model):,} parameters) on {dev}"
+                f"{f' x{world_size} processes' if ddp else ''}: {info['n_train']} train / {info['n_val']} "
+                f"validation cases, {steps_per_epoch} steps per epoch -> {output}"
+            )
+
+        preprocessing = preprocessing_params(config)
+        epoch_seconds: list[float] = []
+        last_metrics: dict[str, Any] = {}
+        for epoch in range(start_epoch, tc.epochs):
+            t0 = time.perf_counter()
+            _seed_epoch(tc.seed, epoch, rank, train_loader)
+            if has_kan and (epoch in tc.grid_update_epochs or epoch in extend_at):
+                if epoch in tc.grid_update_epochs:
+                    update_model_grids(model, next(iter(train_loader))["image"].to(dev))
+                    if ddp:
+                        for t in model.state_dict().values():
+                            dist.broadcast(t, 0)
+                if epoch in extend_at:
+                    extend_model_grids(model, extend_at[epoch])
+                    kan_cfg = dataclasses.replace(config.network.kan, grid_size=extend_at[epoch])
+                    config = dataclasses.replace(config, network=dataclasses.replace(config.network, kan=kan_cfg))
+                model.to(dev)
+                opt, sched = _make_optimizer(model, config, total_steps, warmup_steps, step)  # new parameter shapes
+                net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) if ddp else model
+            net.train()
+            running, count = 0.0, 0
+            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not is_main, leave=False, dynamic_ncols=True)
+            for batch in bar:
+                image, label = batch["image"].to(dev), batch["label"].to(dev)
+                with torch.autocast(dev.type, dtype=amp.dtype or torch.float32, enabled=amp.dtype is not None):
+                    logits = net(image)
+                    loss = loss_fn(logits.float(), label)
+                    if has_kan and tc.kan_reg_weight > 0:
+                        loss = loss + tc.kan_reg_weight * kan_regularization(model, tc.kan_reg_mu1, tc.kan_reg_mu2)
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)
+                else:
+                    loss.backward()
+                if tc.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                sched.step()
+                step += 1
+                running += loss.item()
+                count += 1
+                bar.set_postfix(loss=f"{running / count:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+            train_loss = _all_reduce(torch.tensor([running, count], dtype=torch.float64), world_size)
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "train_loss": (train_loss[0] / max(train_loss[1], 1)).item(),
+                "lr": sched.get_last_lr()[0],
+            }
+            validate = (epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs
+            improved = False
+            if validate:
+                sums = _all_reduce(_evaluate_sums(model, val_loader, config, dev, amp), world_size)
+                last_metrics = _metrics_from_sums(sums, class_names)
+                score = last_metrics.get("f1_fov", last_metrics["mean_dice"])
+                for name, value in last_metrics["dice"].items():
+                    row[f"val_dice_{name}"] = value
+                row["val_mean_dice"] = last_metrics["mean_dice"]
+                if "f1_fov" in last_metrics:
+                    row["val_f1_fov"] = last_metrics["f1_fov"]
+                if not math.isnan(score) and score > best_metric:
+                    best_metric, best_epoch, improved = score, epoch + 1, True
+            row["seconds"] = time.perf_counter() - t0
+            epoch_seconds.append(row["seconds"])
+            history.append(row)
+            if is_main:
+                payload = {
+                    "format": CHECKPOINT_FORMAT,
+                    "format_version": FORMAT_VERSION,
+                    "kmunet_version": __version__,
+                    "state_dict": model.state_dict(),
+                    "config": to_dict(config),
+                    "class_names": class_names,
+                    "preprocessing": preprocessing,
+                    "epoch": epoch,
+                    "step": step,
+                    "metrics": last_metrics,
+                    "best_metric": best_metric,
+                    "best_epoch": best_epoch,
+                    "history": history,
+                }
+                if improved:
+                    save_checkpoint(payload, output / "best.pt")
+                resume_state = {
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "rng": rng_state(),
+                }
+                save_checkpoint({**payload, **resume_state}, output / "last.pt")
+                save_config(config, output / "config.yaml")
+                _write_csv(history, output / "metrics.csv")
+                for key, value in row.items():
+                    if key != "epoch" and isinstance(value, float) and not math.isnan(value):
+                        writer.add_scalar(key.replace("val_", "val/").replace("train_", "train/"), value, epoch + 1)
+                writer.flush()
+                summary = ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch",) and isinstance(v, float))
+                print(f"epoch {epoch + 1}/{tc.epochs}: {summary}{' (best)' if improved else ''}", flush=True)
+        if is_main:
+            if history:
+                _plot_curves(history, output / "curves.png")
+            if writer is not None:
+                writer.close()
+        best_ckpt = output / "best.pt"
+        dice = {}
+        if is_main and best_ckpt.is_file():
+            dice = dict(load_checkpoint(best_ckpt)["metrics"].get("dice", {}))
+        return TrainResult(
+            output_dir=output,
+            best_metric=best_metric,
+            best_epoch=best_epoch,
+            dice_per_class=dice,
+            epochs_run=len(epoch_seconds),
+            seconds_per_epoch=float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
+            best_checkpoint=best_ckpt,
+            last_checkpoint=output / "last.pt",
+            parameters=count_parameters(model),
+            history=history,
+        )
+    finally:
+        if own_group:
+            dist.destroy_process_group()

@@ -1,0 +1,161 @@
+"""Training: tiny end-to-end runs, exact resume, data validation gate, schedules, AMP choice, DDP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kmunet.config import ExperimentConfig, apply_overrides, load_config
+from kmunet.data import make_synthetic_dataset
+from kmunet.training import amp_settings, load_checkpoint, lr_factor, model_from_checkpoint, train
+from kmunet.training.checkpoint import save_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_config(data: Path, output: Path, *extra: str) -> ExperimentConfig:
+    return apply_overrides(
+        ExperimentConfig(),
+        [
+            f"data.root={data}",
+            f"train.output_dir={output}",
+            "network.channels=[4, 8]",
+            "network.strides=[2]",
+            "network.kan.grid_size=3",
+            "data.class_names=[background, a, b]",
+            "data.patch_size=[16, 16, 16]",
+            "data.samples_per_image=1",
+            "data.cache=none",
+            "data.val_fraction=0.34",
+            "train.epochs=2",
+            "train.batch_size=2",
+            "train.lr=0.01",
+            "train.warmup_epochs=0",
+            "train.sw_batch_size=2",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_synthetic_dataset(tmp_path_factory.mktemp("data"), n_cases=6, shape=(16, 16, 16), seed=3)
+
+
+def test_two_epochs_write_loadable_checkpoints_and_logs(tiny_data: Path, tmp_path: Path) -> None:
+    result = train(tiny_config(tiny_data, tmp_path / "run", "train.epochs=3"))
+    assert result.epochs_run == 3 and result.best_epoch >= 1
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[-1] < losses[0]
+    for name in ("best.pt", "last.pt", "config.yaml", "metrics.csv", "curves.png"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert list((tmp_path / "run" / "tensorboard").iterdir())
+    raw = torch.load(tmp_path / "run" / "best.pt", weights_only=True)  # must never need pickle code
+    assert raw["format"] == "kmunet-checkpoint" and raw["class_names"] == ["background", "a", "b"]
+    assert raw["preprocessing"]["spatial_dims"] == 3 and raw["kmunet_version"]
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert {"optimizer", "scheduler", "rng"} <= set(last)
+    model, cfg = model_from_checkpoint(tmp_path / "run" / "best.pt")
+    assert cfg.network.channels == (4, 8)
+    assert model(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
+    assert load_config(tmp_path / "run" / "config.yaml").network == cfg.network
+    assert not list((tmp_path / "run").glob(".*tmp*"))
+
+
+def test_resume_reproduces_uninterrupted_run_exactly(tiny_data: Path, tmp_path: Path) -> None:
+    straight = train(tiny_config(tiny_data, tmp_path / "straight"))
+    config = tiny_config(tiny_data, tmp_path / "resumed")
+    _run_until(config, stop_after=1)  # the 2-epoch run is killed after its first epoch
+    resumed = train(config, resume=True)
+    a = load_checkpoint(straight.last_checkpoint)["state_dict"]
+    b = load_checkpoint(resumed.last_checkpoint)["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert resumed.epochs_run == 1
+
+
+def _run_until(config: ExperimentConfig, stop_after: int) -> None:
+    """Train ``config`` but stop (as a crash would) after ``stop_after`` epochs."""
+    import kmunet.training.trainer as trainer
+
+    calls = {"n": 0}
+    original = trainer._write_csv
+
+    def crash_after(history, path):
+        original(history, path)
+        calls["n"] += 1
+        if calls["n"] >= stop_after:
+            raise KeyboardInterrupt
+
+    trainer._write_csv = crash_after
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(config)
+    finally:
+        trainer._write_csv = original
+
+
+def test_training_refuses_a_dataset_with_fatal_problems(tiny_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_data, broken)
+    next((broken / "labelsTr").iterdir()).unlink()
+    with pytest.raises(ValueError, match="fatal problem"):
+        train(tiny_config(broken, tmp_path / "run"))
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_schedule_warmup_then_decay() -> None:
+    cos = [lr_factor(s, 100, 10, "cosine") for s in range(100)]
+    poly = [lr_factor(s, 100, 10, "poly") for s in range(100)]
+    assert cos[0] < cos[5] < cos[9] <= 1.0 and all(a >= b for a, b in zip(cos[10:], cos[11:]))
+    assert poly[10] == pytest.approx(1.0) and poly[-1] < 0.1
+    with pytest.raises(ValueError, match="valid"):
+        lr_factor(0, 10, 1, "step")
+
+
+def test_amp_settings() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert amp_settings(cpu, True).dtype is None
+    assert amp_settings(cuda, True, bf16_supported=True).dtype == torch.bfloat16
+    fp16 = amp_settings(cuda, True, bf16_supported=False)
+    assert fp16.dtype == torch.float16 and fp16.use_scaler
+    assert amp_settings(cuda, False).dtype is None
+
+
+def test_crafted_checkpoint_cannot_run_code(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "kmunet-checkpoint", "payload": Evil()}, path)
+    with pytest.raises(ValueError, match="evil.pt"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
+    save_checkpoint({"format": "other"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a kmunet checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_ddp_two_cpu_processes(tiny_data: Path, tmp_path: Path) -> None:
+    cfg_path = tmp_path / "ddp.yaml"
+    from kmunet.config import save_config
+
+    save_config(tiny_config(tiny_data, tmp_path / "ddp", "train.epochs=1"), cfg_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "kmunet", "train", "--config", str(cfg_path), "--device", "cpu"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert ckpt["epoch"] == 0
+    written = sorted(p.name for p in (tmp_path / "ddp").iterdir())
+    assert written.count("last.pt") == 1 and not [n for n in written if "rank" in n]
