@@ -20,6 +20,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "demo",
     "validate_data",
     "train",
+    "predict",
+    "export_nifti",
 )
 
 

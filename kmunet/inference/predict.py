@@ -1,0 +1,485 @@
+"""Folder prediction: preprocessing as in training, sliding-window inference, inverse mapping, reports.
+
+Pipeline for each case (one at a time, so memory stays bounded by the largest case):
+
+1. read the image (:func:`kmunet.inference.cases.load_case`: nibabel for NIfTI, SimpleITK's
+   ``ImageSeriesReader`` for DICOM series) into a channel-first ``MetaTensor`` with its RAS affine;
+2. run the checkpoint's preprocessing (:func:`kmunet.data.build_preprocessing` from the
+   ``"preprocessing"`` dict stored in the checkpoint, without its file-loading steps);
+3. ``monai.inferers.sliding_window_inference`` with the training patch size, softmax;
+4. ``monai.transforms.Invertd`` maps the probabilities back to the input grid, argmax gives the
+   ``uint8`` label mask, written atomically with the input's geometry.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) each process takes every ``WORLD_SIZE``-th case and writes its
+own ``predict_report.rank<R>.json``/``.csv``; rank 0 then merges them into ``predict_report.json``/``.csv``
+(after a gloo barrier).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from kmunet.inference.cases import Case, LoadedImage, discover_cases, load_case
+from kmunet.inference.writers import write_like_input, write_overlay_png, write_text_atomic
+
+#: Default checkpoint, relative to the working directory (the repository root).
+DEFAULT_CHECKPOINT = Path("checkpoints") / "hippocampus_kmunet.pt"
+#: Valid ``fmt`` values.
+FORMATS: tuple[str, ...] = ("nifti", "dicom-seg")
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class CaseResult:
+    """Outcome of one case (one row of ``predict_report.json`` / ``.csv``).
+
+    Attributes:
+        case: output stem.
+        input: input file (NIfTI) or the folder of the DICOM series.
+        output: written mask (NIfTI or DICOM-SEG), ``""`` when none.
+        status: ``"ok"``, ``"failed"`` or ``"exists"`` (output present, ``overwrite`` not set).
+        error: one-line reason when failed.
+        shape: input spatial shape.
+        spacing: input voxel size in mm.
+        volumes_mm3: predicted volume per class name (background excluded).
+        seconds: wall time for the case.
+        probabilities: written softmax map, if requested.
+        png: written overlay, if requested.
+        series_uid: ``SeriesInstanceUID`` for DICOM cases.
+    """
+
+    case: str
+    input: str
+    output: str = ""
+    status: str = "failed"
+    error: str = ""
+    shape: list[int] = field(default_factory=list)
+    spacing: list[float] = field(default_factory=list)
+    volumes_mm3: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    probabilities: str = ""
+    png: str = ""
+    series_uid: str = ""
+
+
+@dataclass
+class PredictReport:
+    """Result of :func:`predict_folder`.
+
+    Attributes:
+        input: the input path.
+        output_dir: the output folder.
+        checkpoint: checkpoint used (``""`` for an injected predictor).
+        cases: one result per case handled by this process.
+        skipped: ``(file, reason)`` for files that are not images.
+        errors: batch-level problems (e.g. nothing to predict).
+        report_json: path of the JSON report.
+        report_csv: path of the CSV report.
+    """
+
+    input: str
+    output_dir: str
+    checkpoint: str = ""
+    cases: list[CaseResult] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    report_json: str = ""
+    report_csv: str = ""
+
+    @property
+    def failed(self) -> list[CaseResult]:
+        """Cases that failed."""
+        return [c for c in self.cases if c.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every case succeeded (or already existed) and something was found, else 1."""
+        return 1 if self.failed or self.errors else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict."""
+        return {
+            "input": self.input,
+            "output_dir": self.output_dir,
+            "checkpoint": self.checkpoint,
+            "n_cases": len(self.cases),
+            "n_ok": sum(c.status == "ok" for c in self.cases),
+            "n_failed": len(self.failed),
+            "errors": list(self.errors),
+            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+            "cases": [asdict(c) for c in self.cases],
+        }
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or ``None``) -> CUDA (``LOCAL_RANK``'s GPU under torchrun) when available, else CPU.
+
+    Raises:
+        ValueError: unknown device name, or ``"cuda"`` without a GPU.
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = "auto" if device is None else str(device).lower()
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    if name == "auto":
+        return torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available")
+        return torch.device(name if ":" in name else f"cuda:{local}")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {device!r}; valid: auto, cpu, cuda")
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference plus what is needed to preprocess like training.
+
+    Attributes:
+        predictor: maps ``(B, C, *roi)`` to logits ``(B, K, *roi)``.
+        preprocessing: the checkpoint's preprocessing params (see :func:`kmunet.data.preprocessing_params`).
+        class_names: one name per output channel.
+        sw_batch_size: sliding-window batch size (from the training config).
+        overlap: sliding-window overlap (from the training config).
+    """
+
+    predictor: Predictor
+    preprocessing: dict[str, Any]
+    class_names: list[str]
+    sw_batch_size: int = 4
+    overlap: float = 0.25
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a kmunet checkpoint safely (``torch.load(weights_only=True)``) and rebuild its network.
+
+    Raises:
+        FileNotFoundError: no such checkpoint.
+        ValueError: not a loadable kmunet checkpoint (e.g. a pickle that would run code).
+    """
+    from kmunet.data import preprocessing_params
+    from kmunet.training import load_checkpoint, model_from_checkpoint
+
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    try:
+        model, config = model_from_checkpoint(ckpt, device=dev)
+    except (RuntimeError, KeyError, TypeError) as err:
+        raise ValueError(f"{checkpoint}: weights do not match the stored network config ({str(err).splitlines()[0]})") from None
+    params = dict(ckpt.get("preprocessing") or preprocessing_params(config))
+    names = list(ckpt.get("class_names") or params.get("class_names") or config.data.class_names)
+    return LoadedModel(model, params, names, int(config.train.sw_batch_size), float(config.train.sw_overlap))
+
+
+def inference_transforms(params: Mapping[str, Any]) -> Any:
+    """The checkpoint's preprocessing ``Compose`` without its loading / channel-first steps.
+
+    Images are read by :func:`kmunet.inference.cases.load_case` (so DICOM series can be chosen by
+    UID and bad files give clear errors); everything after loading is exactly the training pipeline.
+    """
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
+
+    from kmunet.data import build_preprocessing
+
+    full = build_preprocessing(params, keys=("image",))
+    return Compose([t for t in full.transforms if not isinstance(t, (LoadImaged, EnsureChannelFirstd))])
+
+
+def _to_meta_tensor(image: LoadedImage) -> Any:
+    """The channel-first ``MetaTensor`` that ``LoadImaged`` + ``EnsureChannelFirstd`` would give."""
+    from monai.data import MetaTensor
+
+    affine = torch.as_tensor(image.affine, dtype=torch.float64)
+    meta = {
+        "affine": affine.clone(),
+        "original_affine": affine.clone(),
+        "spatial_shape": np.asarray(image.spatial_shape),
+        "original_channel_dim": 0,
+        "filename_or_obj": "",
+    }
+    return MetaTensor(torch.from_numpy(image.array), meta=meta)
+
+
+def predict_image(
+    image: LoadedImage,
+    predictor: Predictor,
+    params: Mapping[str, Any],
+    *,
+    device: torch.device | str = "cpu",
+    sw_batch_size: int = 4,
+    overlap: float = 0.25,
+    transforms: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predict one loaded image and map the result back onto its input grid.
+
+    Args:
+        image: from :func:`kmunet.inference.cases.load_case`.
+        predictor: maps ``(B, C, *roi)`` to logits ``(B, K, *roi)``.
+        params: preprocessing params (checkpoint ``"preprocessing"``); ``patch_size`` is the window.
+        device: where the windows are evaluated.
+        sw_batch_size: windows per forward pass.
+        overlap: window overlap.
+        transforms: precomputed :func:`inference_transforms` (built from ``params`` if ``None``).
+
+    Returns:
+        ``(mask, probabilities)``: ``uint8`` labels of the input's spatial shape and float32 softmax
+        maps ``(K, *spatial)`` on the same grid.
+    """
+    from monai.data import MetaTensor
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import Invertd
+
+    pre = transforms if transforms is not None else inference_transforms(params)
+    data = pre({"image": _to_meta_tensor(image)})
+    x = data["image"]
+    roi = [int(p) for p in params.get("patch_size") or x.shape[1:]]
+    dev = torch.device(device)
+    with torch.inference_mode():
+        batch = x.as_tensor()[None].to(dev, dtype=torch.float32)
+        logits = sliding_window_inference(
+            batch, roi, int(sw_batch_size), predictor, overlap=float(overlap), sw_device=dev, device=torch.device("cpu")
+        )
+        if isinstance(logits, (tuple, list, dict)):
+            raise TypeError(f"predictor must return one logits tensor, got {type(logits).__name__}")
+        probs = torch.softmax(torch.as_tensor(logits).float(), dim=1)[0].cpu()
+    data["pred"] = MetaTensor(probs, meta=dict(x.meta))
+    inverted = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True)(data)
+    back = torch.as_tensor(inverted["pred"]).float().numpy()
+    if tuple(back.shape[1:]) != tuple(image.spatial_shape):
+        raise RuntimeError(f"inverse transform gave shape {list(back.shape[1:])}, input is {list(image.spatial_shape)}")
+    return back.argmax(0).astype(np.uint8), back.astype(np.float32)
+
+
+def _shard(cases: Sequence[Case]) -> tuple[list[Case], int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"bad torchrun environment RANK={rank} WORLD_SIZE={world}")
+    return list(cases[rank::world]), rank, world
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def _write_reports(report: PredictReport, out: Path, suffix: str) -> None:
+    report.report_json = str(out / f"predict_report{suffix}.json")
+    report.report_csv = str(out / f"predict_report{suffix}.csv")
+    write_text_atomic(report.report_json, json.dumps(report.to_dict(), indent=2) + "\n")
+    names = sorted({k for c in report.cases for k in c.volumes_mm3})
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["case", "input", "output", "status", "error", "shape", "spacing", "seconds", "series_uid"]
+                    + [f"volume_mm3_{n}" for n in names])
+    for c in report.cases:
+        writer.writerow([c.case, c.input, c.output, c.status, c.error, "x".join(map(str, c.shape)),
+                         "x".join(f"{s:.6g}" for s in c.spacing), f"{c.seconds:.3f}", c.series_uid]
+                        + [f"{c.volumes_mm3[n]:.3f}" if n in c.volumes_mm3 else "" for n in names])
+    for f, r in report.skipped:
+        writer.writerow(["", f, "", "skipped", r, "", "", "", ""] + [""] * len(names))
+    write_text_atomic(report.report_csv, buf.getvalue())
+
+
+def predict_folder(
+    input_path: str | Path,
+    output_dir: str | Path,
+    checkpoint: str | Path | None = DEFAULT_CHECKPOINT,
+    *,
+    device: str | torch.device | None = "auto",
+    fmt: str = "nifti",
+    save_probabilities: bool = False,
+    png: bool = False,
+    overwrite: bool = False,
+    allow_output_in_input: bool = False,
+    predictor: Predictor | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    class_names: Sequence[str] | None = None,
+    sw_batch_size: int | None = None,
+    overlap: float | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> PredictReport:
+    """Segment every NIfTI file and DICOM series under ``input_path`` into ``output_dir``.
+
+    Args:
+        input_path: a NIfTI file, a DICOM file (its series) or a folder searched recursively.
+        output_dir: where ``<case>.nii.gz`` (or ``<case>_seg.dcm``) and the reports go.
+        checkpoint: kmunet checkpoint (ignored when ``predictor`` is given).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        fmt: ``"nifti"`` or ``"dicom-seg"`` (DICOM inputs; NIfTI inputs still get NIfTI masks).
+        save_probabilities: also write ``<case>_probabilities.nii.gz`` (softmax, ``(x, y, z, K)``).
+        png: also write ``<case>.png`` (mask contours over the three mid-planes).
+        overwrite: replace existing outputs (otherwise such cases get status ``"exists"``).
+        allow_output_in_input: permit ``output_dir`` inside ``input_path``.
+        predictor: inject a callable ``(B, C, *roi) -> logits`` instead of a checkpoint (tests, demos).
+        preprocessing: preprocessing params for ``predictor`` (required with it).
+        class_names: names for ``predictor``'s output channels (default: ``preprocessing["class_names"]``,
+            else ``class_<k>``).
+        sw_batch_size: windows per forward pass (default: the training config's).
+        overlap: sliding-window overlap (default: the training config's).
+        progress: show a tqdm bar on stderr.
+        log: where one-line errors go (default: print to stderr).
+
+    Returns:
+        The :class:`PredictReport` (also written as ``predict_report.json`` and ``.csv``).
+
+    Raises:
+        ValueError: bad arguments (format, output inside input, unusable checkpoint).
+        FileNotFoundError: missing input or checkpoint.
+    """
+    from tqdm import tqdm
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; valid: {list(FORMATS)}")
+    emit = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    src, out = Path(input_path), Path(output_dir)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: input not found")
+    src_dir = (src if src.is_dir() else src.parent).resolve()
+    out_res = out.resolve()
+    if not allow_output_in_input and (out_res == src_dir or src_dir in out_res.parents):
+        raise ValueError(f"output folder {out} is inside the input folder {src_dir}; choose another or allow it explicitly")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} exists and is not a folder")
+
+    dev = resolve_device(device)
+    if predictor is None:
+        if checkpoint is None:
+            raise ValueError("give a checkpoint or a predictor")
+        loaded = load_model(checkpoint, dev)
+    else:
+        if preprocessing is None:
+            raise ValueError("an injected predictor needs its preprocessing params")
+        names = list(class_names if class_names is not None else preprocessing.get("class_names") or [])
+        loaded = LoadedModel(predictor, dict(preprocessing), names)
+    params = loaded.preprocessing
+    sw = int(sw_batch_size or loaded.sw_batch_size)
+    ov = float(loaded.overlap if overlap is None else overlap)
+    if not 0.0 <= ov < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {ov}")
+    transforms = inference_transforms(params)
+
+    out.mkdir(parents=True, exist_ok=True)
+    all_cases, skipped = discover_cases(src, exclude=out)
+    cases, rank, world = _shard(all_cases)
+    report = PredictReport(str(src), str(out), "" if predictor is not None else str(checkpoint),
+                           skipped=[(str(f), r) for f, r in skipped])
+    if not all_cases:
+        msg = f"{src}: no NIfTI files or DICOM series found"
+        report.errors.append(msg)
+        emit(f"error: {msg}")
+    dims, chans = int(params.get("spatial_dims", 3)), int(params.get("in_channels") or 1)
+
+    for case in tqdm(cases, desc="predict", unit="case", disable=not progress, file=sys.stderr):
+        start = time.perf_counter()
+        res = CaseResult(case=case.name, input=str(case.path), series_uid=case.series_uid)
+        as_seg = fmt == "dicom-seg" and case.kind == "dicom"
+        target = out / (f"{case.name}_seg.dcm" if as_seg else f"{case.name}.nii.gz")
+        written: list[Path] = []
+        try:
+            if fmt == "dicom-seg" and case.kind != "dicom":
+                emit(f"note: {case.path}: DICOM-SEG needs a DICOM series input; writing NIfTI")
+            wanted = [target]
+            wanted += [out / f"{case.name}_probabilities.nii.gz"] if save_probabilities else []
+            wanted += [out / f"{case.name}.png"] if png else []
+            present = [w for w in wanted if w.exists()]
+            if present and not overwrite:
+                res.status, res.output = "exists", str(target) if target.exists() else ""
+                res.error = f"output exists: {present[0].name} (use --overwrite to replace it)"
+                emit(f"skip: {present[0]}: output exists (use --overwrite)")
+                report.cases.append(res)
+                continue
+            image = load_case(case, dims, chans)
+            zooms = np.sqrt((image.affine[:3, :3] ** 2).sum(0))
+            res.shape = [int(s) for s in image.spatial_shape]
+            res.spacing = [float(z) for z in zooms]
+            mask, probs = predict_image(image, loaded.predictor, params, device=dev, sw_batch_size=sw,
+                                        overlap=ov, transforms=transforms)
+            names = loaded.class_names or [f"class_{k}" for k in range(probs.shape[0])]
+            voxel = float(abs(np.linalg.det(image.affine[:3, :3])))
+            res.volumes_mm3 = {
+                (names[k] if k < len(names) else f"class_{k}"): float((mask == k).sum() * voxel)
+                for k in range(1, probs.shape[0])
+            }
+            if as_seg:
+                from kmunet.inference.dicom_seg import write_dicom_seg
+
+                write_dicom_seg(target, mask, case.files, names)
+                written.append(target)
+            else:
+                write_like_input(target, mask, image, np.uint8)
+                written.append(target)
+            res.output = str(target)
+            if save_probabilities:
+                ppath = out / f"{case.name}_probabilities.nii.gz"
+                write_like_input(ppath, np.moveaxis(probs, 0, -1), image, np.float32)
+                written.append(ppath)
+                res.probabilities = str(ppath)
+            if png and len(image.spatial_shape) == 3:
+                ppng = out / f"{case.name}.png"
+                write_overlay_png(ppng, image.array[0], mask, title=case.name)
+                written.append(ppng)
+                res.png = str(ppng)
+            res.status = "ok"
+            del image, mask, probs
+        except Exception as err:  # noqa: BLE001 - one bad case must never take down the batch
+            res.status, res.error = "failed", _one_line(err)
+            res.output = res.probabilities = res.png = ""
+            for path in written:  # a failed case leaves none of its outputs
+                path.unlink(missing_ok=True)
+            emit(f"error: {case.path}: {res.error}")
+        res.seconds = round(time.perf_counter() - start, 4)
+        report.cases.append(res)
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+
+    _write_reports(report, out, f".rank{rank}" if world > 1 else "")
+    if world > 1:
+        _merge_rank_reports(report, out, rank, world)
+    return report
+
+
+def _merge_rank_reports(report: PredictReport, out: Path, rank: int, world: int) -> None:
+    """Under torchrun: wait for every rank (gloo barrier), then rank 0 writes the merged report.
+
+    Needs a process group (torchrun sets ``MASTER_ADDR``/``MASTER_PORT``); without one the per-rank
+    reports are left as they are.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return
+    created = False
+    if not dist.is_initialized():
+        if not os.environ.get("MASTER_ADDR") or not os.environ.get("MASTER_PORT"):
+            return
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+        created = True
+    try:
+        dist.barrier()
+        if rank == 0:
+            merged = PredictReport(report.input, report.output_dir, report.checkpoint,
+                                   skipped=list(report.skipped), errors=list(report.errors))
+            for r in range(world):
+                data = json.loads((out / f"predict_report.rank{r}.json").read_text(encoding="utf-8"))
+                merged.cases += [CaseResult(**c) for c in data["cases"]]
+            merged.cases.sort(key=lambda c: c.case)
+            _write_reports(merged, out, "")
+        dist.barrier()
+    finally:
+        if created:
+            dist.destroy_process_group()

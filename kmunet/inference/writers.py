@@ -1,0 +1,117 @@
+"""Atomic writers: masks and probability maps as NIfTI with the input's exact geometry, PNG overlays.
+
+Every file is written to a hidden temporary name in the destination folder and then renamed with
+``os.replace``, so a crash or an error never leaves a partial output file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from kmunet.inference.cases import LoadedImage
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final`` (same suffixes); rename it to ``final`` on success.
+
+    The temporary file is removed if the body raises.
+    """
+    final = Path(final)
+    name = final.name
+    suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else final.suffix
+    tmp = final.with_name(f".{name[: len(name) - len(suffix)]}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_like_input(
+    path: str | Path, data: np.ndarray, reference: LoadedImage, dtype: Any = np.uint8
+) -> Path:
+    """Write ``data`` (``(x, y, z)`` or ``(x, y, z, C)``) as NIfTI on the input's exact grid.
+
+    NIfTI inputs: the input header is copied (affine, sform/qform and their codes, pixdim, units);
+    only data type and scaling change. DICOM inputs: written by SimpleITK with the origin, spacing
+    and direction of the series as read by ``ImageSeriesReader``.
+    """
+    path = Path(path)
+    data = np.asarray(data).astype(dtype, copy=False)
+    if tuple(data.shape[: len(reference.spatial_shape)]) != tuple(reference.spatial_shape):
+        raise ValueError(f"{path.name}: array shape {list(data.shape)} differs from input {list(reference.spatial_shape)}")
+    with atomic_path(path) as tmp:
+        if reference.nifti is not None:
+            import nibabel as nib
+
+            src = reference.nifti
+            header = src.header.copy()
+            header.set_data_dtype(dtype)
+            out = type(src)(data, None, header=header)
+            sform, scode = src.header.get_sform(coded=True)
+            qform, qcode = src.header.get_qform(coded=True)
+            out.set_sform(sform if sform is not None else src.affine, int(scode))
+            out.set_qform(qform if qform is not None else src.affine, int(qcode))
+            out.header.set_slope_inter(1.0, 0.0)
+            if data.ndim > len(reference.spatial_shape):
+                out.header.set_intent("vector")
+            nib.save(out, str(tmp))
+        else:
+            import SimpleITK as sitk
+
+            ref = reference.sitk_image
+            if data.ndim == 3:
+                img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+            else:
+                img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0, 3)), isVector=True)
+            img.CopyInformation(ref)
+            sitk.WriteImage(img, str(tmp), useCompression=True)
+    return path
+
+
+def write_overlay_png(path: str | Path, image: np.ndarray, mask: np.ndarray, title: str = "") -> Path:
+    """Save mask contours over the three mid-planes of ``image`` (``(x, y, z)`` arrays) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    labels = [int(v) for v in np.unique(mask) if v != 0]
+    cmap = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    planes: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = [
+        ("first axis, mid-plane", lambda a: a[a.shape[0] // 2, :, :]),
+        ("second axis, mid-plane", lambda a: a[:, a.shape[1] // 2, :]),
+        ("third axis, mid-plane", lambda a: a[:, :, a.shape[2] // 2]),
+    ]
+    for ax, (label, take) in zip(axes, planes):
+        img2d, m2d = take(image).T, take(mask).T
+        ax.imshow(img2d, cmap="gray", origin="lower", interpolation="nearest")
+        for i, lab in enumerate(labels):
+            sel = (m2d == lab).astype(np.float32)
+            if sel.any() and min(sel.shape) > 1:
+                ax.contour(sel, levels=[0.5], colors=[cmap(i % 10)], linewidths=1.0)
+        ax.set_title(label)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(str(tmp), format="png", dpi=80)
+    plt.close(fig)
+    return Path(path)

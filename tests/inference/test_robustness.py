@@ -1,0 +1,202 @@
+"""Bad input never takes down the batch; safe checkpoints; overwrite rules; safe names; CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+
+from kmunet.cli.main import main
+from kmunet.inference import discover_cases, load_model, predict_folder, safe_name
+from tests.inference.conftest import PARAMS, make_volume, save_nifti, threshold_predictor
+
+
+def _predict(inp: Path, out: Path, **kw: object):
+    return predict_folder(inp, out, predictor=threshold_predictor, preprocessing=PARAMS, device="cpu",
+                          progress=False, **kw)
+
+
+def _no_partial_files(folder: Path) -> None:
+    leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".") or ".tmp" in p.name]
+    assert leftovers == []
+
+
+def _copy_series(src: Path, dst: Path) -> list[Path]:
+    dst.mkdir(parents=True)
+    files = sorted(src.iterdir())
+    for f in files:
+        shutil.copy(f, dst / f.name)
+    return sorted(dst.iterdir())
+
+
+def test_bad_inputs_are_reported_and_others_processed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inp = tmp_path / "in"
+    (inp / "sub").mkdir(parents=True)
+    good = make_volume()
+    save_nifti(inp / "good.nii.gz", good, np.eye(4))
+    save_nifti(inp / "sub" / "good2.nii", good, np.diag([2.0, 1.0, 1.0, 1.0]))
+    full = gzip.compress((inp / "sub" / "good2.nii").read_bytes())
+    (inp / "truncated.nii.gz").write_bytes(full[: len(full) // 2])
+    (inp / "notanimage.nii.gz").write_text("this is a text file with an image extension\n")
+    (inp / "fake.dcm").write_bytes(b"not dicom at all" * 10)
+    save_nifti(inp / "flat2d.nii.gz", good[:, :, 0], np.eye(4))
+    save_nifti(inp / "vol4d.nii.gz", np.stack([good, good], -1), np.eye(4))
+    (inp / "notes.txt").write_text("hello")
+    (inp / "emptydir").mkdir()
+
+    out = tmp_path / "out"
+    report = _predict(inp, out)
+    status = {c.case: (c.status, c.error) for c in report.cases}
+    assert status["good"][0] == "ok" and status["good2"][0] == "ok"
+    for bad, reason in [("truncated", "not a readable NIfTI"), ("notanimage", "not a readable NIfTI"),
+                        ("fake", "not a readable DICOM"), ("flat2d", "2D image"), ("vol4d", "4D image")]:
+        assert status[bad][0] == "failed" and reason in status[bad][1], (bad, status[bad])
+    assert [Path(f).name for f, _ in report.skipped] == ["notes.txt"]
+    assert report.exit_code == 1
+    err_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err_lines) == 5 and all(str(inp) in line for line in err_lines)
+    assert sorted(p.name for p in out.iterdir()) == ["good.nii.gz", "good2.nii.gz", "predict_report.csv",
+                                                      "predict_report.json"]
+    saved = json.loads((out / "predict_report.json").read_text())
+    assert saved["n_failed"] == 5 and saved["n_ok"] == 2
+    csv_text = (out / "predict_report.csv").read_text()
+    assert "truncated" in csv_text and "notes.txt" in csv_text
+    # Through the CLI: the same folder gives exit code 1 (good outputs exist -> not failures).
+    assert main(["predict", "--input", str(inp), "--output", str(out), "--checkpoint", "unused.pt",
+                 "--device", "cpu", "--no-progress"]) == 1  # missing checkpoint -> one-line error
+    _no_partial_files(out)
+
+
+def test_empty_folder_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    report = _predict(tmp_path / "empty", tmp_path / "out")
+    assert report.exit_code == 1 and report.cases == []
+    assert "no NIfTI files or DICOM series" in report.errors[0]
+    assert json.loads((tmp_path / "out" / "predict_report.json").read_text())["errors"]
+
+
+def test_dicom_missing_slice_and_bad_spacing(tmp_path: Path, hcrop_series: Path) -> None:
+    files = _copy_series(hcrop_series, tmp_path / "in" / "missing")
+    by_pos = sorted(files, key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))
+    by_pos[len(by_pos) // 2].unlink()
+    files = _copy_series(hcrop_series, tmp_path / "in" / "spacing")
+    uid = pydicom.uid.generate_uid()
+    for f in files:  # a distinct series, one slice shifted by 40 % of the spacing
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID = uid
+        ds.SeriesDescription = "shifted"
+        ds.save_as(f)
+    ds = pydicom.dcmread(files[3])
+    ipp = [float(v) for v in ds.ImagePositionPatient]
+    normal = np.cross(np.asarray(ds.ImageOrientationPatient[:3], float), np.asarray(ds.ImageOrientationPatient[3:], float))
+    spacing = float(ds.get("SpacingBetweenSlices", ds.SliceThickness))
+    ds.ImagePositionPatient = [f"{v:.4f}" for v in np.asarray(ipp) + 0.4 * spacing * normal]
+    ds.save_as(files[3])
+    save_nifti(tmp_path / "in" / "ok.nii.gz", make_volume(), np.eye(4))
+
+    out = tmp_path / "out"
+    report = _predict(tmp_path / "in", out)
+    errors = sorted(c.error for c in report.cases if c.status == "failed")
+    assert len(errors) == 2, report.to_dict()
+    assert any("1 missing slice" in e for e in errors)
+    assert any("inconsistent slice spacing" in e for e in errors)
+    assert [c.case for c in report.cases if c.status == "ok"] == ["ok"]
+    assert report.exit_code == 1
+    _no_partial_files(out)
+
+
+def test_existing_outputs_need_overwrite_and_output_not_in_input(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    save_nifti(inp / "a.nii.gz", make_volume(), np.eye(4))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.nii.gz").write_bytes(b"precious")
+    report = _predict(inp, out)
+    assert report.cases[0].status == "exists" and (out / "a.nii.gz").read_bytes() == b"precious"
+    report = _predict(inp, out, overwrite=True)
+    assert report.cases[0].status == "ok"
+    assert nib.load(str(out / "a.nii.gz")).shape == make_volume().shape
+    with pytest.raises(ValueError, match="inside the input folder"):
+        _predict(inp, inp / "masks")
+    report = _predict(inp, inp / "masks", allow_output_in_input=True)
+    assert report.exit_code == 0 and [c.case for c in report.cases] == ["a"]  # its own output not re-read
+
+
+class _Evil:
+    def __reduce__(self):  # noqa: D105 - runs code when unpickled without weights_only
+        return (Path.touch, (Path(_Evil.marker),))
+
+
+def test_crafted_checkpoint_cannot_run_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    _Evil.marker = str(marker)
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "kmunet-checkpoint", "format_version": 1, "state_dict": {}, "config": {}, "x": _Evil()}, path)
+    with pytest.raises(ValueError, match="not a loadable kmunet checkpoint"):
+        load_model(path, "cpu")
+    inp = tmp_path / "in"
+    inp.mkdir()
+    save_nifti(inp / "a.nii.gz", make_volume(), np.eye(4))
+    assert main(["predict", "--input", str(inp), "--output", str(tmp_path / "out"), "--checkpoint", str(path),
+                 "--device", "cpu", "--no-progress"]) == 1
+    assert not marker.exists()
+
+
+def test_checkpoint_predict_via_cli(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    save_nifti(inp / "a.nii.gz", make_volume((18, 20, 14)), np.diag([1.0, -1.0, 1.5, 1.0]))
+    out = tmp_path / "out"
+    code = main(["predict", "--input", str(inp), "--output", str(out), "--checkpoint", str(tiny_checkpoint),
+                 "--device", "cpu", "--no-progress", "--png"])
+    assert code == 0
+    mask = nib.load(str(out / "a.nii.gz"))
+    assert mask.shape == (18, 20, 14) and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
+    rows = json.loads((out / "predict_report.json").read_text())["cases"]
+    assert rows[0]["status"] == "ok" and set(rows[0]["volumes_mm3"]) == {"anterior", "posterior"}
+    assert (out / "a.png").is_file()
+
+
+def test_safe_names_cannot_escape(tmp_path: Path, hcrop_series: Path) -> None:
+    for text in ["../../etc/passwd", "..", "/abs/path", "a\\b:c*?", "", "\x00\n"]:
+        name = safe_name(text)
+        assert name and "/" not in name and "\\" not in name and not name.startswith(".") and ".." not in name
+    files = _copy_series(hcrop_series, tmp_path / "in" / "s")
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.PatientID = "../../../escape"
+        ds.SeriesDescription = "/etc/x"
+        ds.save_as(f)
+    cases, _ = discover_cases(tmp_path / "in")
+    out = tmp_path / "out"
+    report = _predict(tmp_path / "in", out)
+    assert report.exit_code == 0
+    written = Path(report.cases[0].output).resolve()
+    assert written.parent == out.resolve() and cases[0].name in written.name
+    assert not (tmp_path / "escape").exists()
+
+
+def test_failed_case_leaves_no_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    save_nifti(inp / "a.nii.gz", make_volume(), np.eye(4))
+    nan = make_volume()
+    nan[1, 1, 1] = np.nan
+    save_nifti(inp / "nan.nii.gz", nan, np.eye(4))
+
+    def broken_png(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("kmunet.inference.predict.write_overlay_png", broken_png)
+    report = _predict(inp, tmp_path / "out", png=True, save_probabilities=True)
+    errors = {c.case: c.error for c in report.cases}
+    assert errors == {"a": "disk full", "nan": "image contains NaN or infinite values"}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["predict_report.csv", "predict_report.json"]
