@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 import torch
@@ -18,15 +19,25 @@ _M_MMAP_THRESHOLD = -3
 _tuned = False
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
-    if device not in DEVICES and not str(device).startswith("cuda:"):
-        raise ValueError(f"device must be one of {list(DEVICES)} (or 'cuda:N'), got {device!r}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but no CUDA GPU is available")
-    return torch.device(device)
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or ``None``) -> CUDA when available (``LOCAL_RANK``'s GPU under torchrun), else CPU.
+
+    Raises:
+        ValueError: unknown device name, or ``"cuda"`` without a GPU.
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = "auto" if device is None else str(device).lower()
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    if name == "auto":
+        return torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available")
+        return torch.device(name if ":" in name else f"cuda:{local}")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {device!r}; valid: {list(DEVICES)}")
 
 
 def tune_cpu_allocator(cache_bytes: int = 1 << 30) -> bool:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from kmunet.inference.cases import Case, LoadedImage, discover_cases, load_case
+from kmunet.runtime import resolve_device
 from kmunet.inference.writers import write_like_input, write_overlay_png, write_text_atomic
 
 #: Default checkpoint, relative to the working directory (the repository root).
@@ -121,27 +122,6 @@ class PredictReport:
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
             "cases": [asdict(c) for c in self.cases],
         }
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` (or ``None``) -> CUDA (``LOCAL_RANK``'s GPU under torchrun) when available, else CPU.
-
-    Raises:
-        ValueError: unknown device name, or ``"cuda"`` without a GPU.
-    """
-    if isinstance(device, torch.device):
-        return device
-    name = "auto" if device is None else str(device).lower()
-    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
-    if name == "auto":
-        return torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
-        return torch.device(name if ":" in name else f"cuda:{local}")
-    if name == "cpu":
-        return torch.device("cpu")
-    raise ValueError(f"unknown device {device!r}; valid: auto, cpu, cuda")
 
 
 @dataclass
