@@ -98,7 +98,9 @@ def test_real_hippocampus_config_loaders(shared_data: Path) -> None:
     cases = discover_cases(cfg.data, shared_data / "hippocampus")[:5]
     train, val, info = build_dataloaders(cfg, cases=cases)
     batch = next(iter(train))
-    assert batch["image"].shape == (8, 1, 32, 48, 32) and batch["label"].shape == (8, 1, 32, 48, 32)
+    n = cfg.train.batch_size * cfg.data.samples_per_image  # patches per batch
+    patch = tuple(cfg.data.patch_size)
+    assert batch["image"].shape == (n, 1, *patch) and batch["label"].shape == (n, 1, *patch)
     assert set(torch.unique(batch["label"]).tolist()) <= {0, 1, 2}
     item = next(iter(val))
     assert item["image"].ndim == 5 and item["image"].shape[1] == 1
@@ -112,7 +114,8 @@ def test_real_drive_config_loaders(shared_data: Path) -> None:
     cases = discover_cases(cfg.data, shared_data / "drive" / "training")[:3]
     train, val, info = build_dataloaders(cfg, cases=cases)
     batch = next(iter(train))
-    assert batch["image"].shape == (8, 3, 128, 128) and set(torch.unique(batch["label"]).tolist()) <= {0, 1}
+    n = cfg.train.batch_size * cfg.data.samples_per_image  # patches per batch
+    assert batch["image"].shape == (n, 3, *cfg.data.patch_size) and set(torch.unique(batch["label"]).tolist()) <= {0, 1}
     item = next(iter(val))
     assert item["image"].shape == (1, 3, 584, 565) and item["fov"].shape == (1, 1, 584, 565)
     assert set(torch.unique(item["label"]).tolist()) == {0, 1}
