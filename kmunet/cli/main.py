@@ -22,6 +22,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "predict",
     "export_nifti",
+    "resample",
+    "train_resampler",
+    "recon",
 )
 
 

@@ -1,0 +1,197 @@
+"""Voxel grids in world space: resampled grids, world coordinates and their [-1, 1] normalisation.
+
+Conventions: a :class:`Grid` is ``shape`` ``(nx, ny, nz)`` plus a NIfTI-style 4x4 ``affine`` mapping voxel
+indices ``(i, j, k, 1)`` to world millimetres (nibabel's RAS+ frame; any frame works because nothing here
+depends on the handedness). Voxel ``(0, 0, 0)`` is the first voxel *centre*.
+
+A resampled grid keeps the input's direction (orientation) and origin (the first voxel centre, as
+SimpleITK's resampling does) and covers the input's extent: along each axis
+``n_new = floor((n - 1) * old_spacing / new_spacing) + 1`` and the affine is ``[direction * new_spacing | origin]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "Grid",
+    "Normalization",
+    "grid_from_image",
+    "resampled_grid",
+    "new_spacing",
+    "normalization_for",
+]
+
+#: Relative tolerance when counting samples, so that e.g. (n - 1) * 3 / 1.5 is not floored to one less.
+_COUNT_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular 3-D voxel grid in world space.
+
+    Attributes:
+        shape: number of voxels ``(nx, ny, nz)``.
+        affine: ``(4, 4)`` voxel index -> world (mm) transform.
+    """
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    def __post_init__(self) -> None:
+        affine = np.asarray(self.affine, dtype=np.float64)
+        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+            raise ValueError(f"affine must be a finite 4x4 matrix, got {affine!r}")
+        if len(self.shape) != 3 or any(int(n) < 1 for n in self.shape):
+            raise ValueError(f"shape must be three positive sizes, got {self.shape!r}")
+        if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+            raise ValueError("affine is singular (zero voxel size or degenerate directions)")
+        object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+        object.__setattr__(self, "affine", affine)
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel size along each voxel axis (column norms of the affine), ``(3,)``."""
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+    @property
+    def direction(self) -> np.ndarray:
+        """Unit direction of each voxel axis as columns, ``(3, 3)``."""
+        return self.affine[:3, :3] / self.spacing
+
+    @property
+    def origin(self) -> np.ndarray:
+        """World position of the first voxel centre, ``(3,)``."""
+        return self.affine[:3, 3].copy()
+
+    @property
+    def num_voxels(self) -> int:
+        return int(np.prod(self.shape))
+
+    def index_to_world(self, index: np.ndarray) -> np.ndarray:
+        """``(N, 3)`` (fractional) voxel indices -> ``(N, 3)`` world points."""
+        index = np.asarray(index, dtype=np.float64)
+        return index @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+    def world_to_index(self, points: np.ndarray) -> np.ndarray:
+        """``(N, 3)`` world points -> ``(N, 3)`` fractional voxel indices."""
+        points = np.asarray(points, dtype=np.float64)
+        return (points - self.affine[:3, 3]) @ np.linalg.inv(self.affine[:3, :3]).T
+
+    def voxel_indices(self) -> np.ndarray:
+        """All voxel indices in C order over ``(x, y, z)``, ``(N, 3)`` float64."""
+        axes = [np.arange(n, dtype=np.float64) for n in self.shape]
+        return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+
+    def world_points(self) -> np.ndarray:
+        """World positions of all voxel centres in C order, ``(N, 3)``; reshape to ``shape + (3,)``."""
+        return self.index_to_world(self.voxel_indices())
+
+    def corners_world(self) -> np.ndarray:
+        """World positions of the 8 corner voxel centres, ``(8, 3)``."""
+        ext = [(0.0, float(n - 1)) for n in self.shape]
+        corners = np.array([[a, b, c] for a in ext[0] for b in ext[1] for c in ext[2]])
+        return self.index_to_world(corners)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Isotropic map of world coordinates to the unit box: ``unit = (world - center) / scale``.
+
+    Built from the world bounding box of the input's voxel centres (:func:`normalization_for`): the box
+    centre goes to 0 and its largest half-extent to 1, so every input voxel lies in ``[-1, 1]^3`` and the
+    physical metric is preserved (one scale for all axes).
+    """
+
+    center: np.ndarray
+    scale: float
+
+    def to_unit(self, world: np.ndarray) -> np.ndarray:
+        return (np.asarray(world, dtype=np.float64) - self.center) / self.scale
+
+    def to_world(self, unit: np.ndarray) -> np.ndarray:
+        return np.asarray(unit, dtype=np.float64) * self.scale + self.center
+
+    def as_dict(self) -> dict:
+        return {"center": [float(c) for c in self.center], "scale": float(self.scale)}
+
+
+def normalization_for(grid: Grid) -> Normalization:
+    """The :class:`Normalization` of ``grid``'s world bounding box (voxel centres)."""
+    corners = grid.corners_world()
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    half = float(np.max(hi - lo)) / 2.0
+    return Normalization(center=(lo + hi) / 2.0, scale=half if half > 0 else 1.0)
+
+
+def grid_from_image(image) -> Grid:
+    """The :class:`Grid` of a nibabel image (its best affine and first three dimensions)."""
+    shape = tuple(int(n) for n in image.shape[:3])
+    if len(image.shape) < 3:
+        raise ValueError(f"expected a 3-D image, got shape {tuple(image.shape)}")
+    return Grid(shape=shape, affine=np.asarray(image.affine, dtype=np.float64))
+
+
+def new_spacing(
+    spacing_in: Sequence[float],
+    spacing: Sequence[float] | None = None,
+    factor: float | None = None,
+    axis: int | None = None,
+) -> np.ndarray:
+    """Target voxel size from exactly one of ``spacing`` (mm per voxel axis) or ``factor``.
+
+    ``factor`` multiplies the number of samples along ``axis`` (0, 1 or 2), or along all axes when
+    ``axis`` is ``None``: the voxel size there is divided by ``factor``.
+
+    Raises:
+        ValueError: both or neither of ``spacing``/``factor``, non-positive values, bad axis.
+    """
+    old = np.asarray(spacing_in, dtype=np.float64)
+    if (spacing is None) == (factor is None):
+        raise ValueError("give exactly one of spacing or factor")
+    if spacing is not None:
+        if axis is not None:
+            raise ValueError("axis applies to factor only, not to spacing")
+        new = np.asarray([float(s) for s in spacing], dtype=np.float64)
+        if new.shape != (3,) or not np.all(np.isfinite(new)) or np.any(new <= 0):
+            raise ValueError(f"spacing must be three positive numbers, got {list(spacing)!r}")
+        return new
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 0:
+        raise ValueError(f"factor must be a positive number, got {factor!r}")
+    new = old.copy()
+    if axis is None:
+        return new / float(factor)
+    if isinstance(axis, bool) or axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
+    new[axis] = old[axis] / float(factor)
+    return new
+
+
+def resampled_grid(
+    grid: Grid,
+    spacing: Sequence[float] | None = None,
+    factor: float | None = None,
+    axis: int | None = None,
+) -> Grid:
+    """The grid with a new voxel size covering ``grid``'s extent, same origin and direction.
+
+    Args:
+        grid: input grid.
+        spacing: new voxel size per voxel axis (mm), or
+        factor: sample-count multiplier along ``axis`` (all axes when ``axis`` is ``None``).
+        axis: voxel axis for ``factor``.
+
+    Returns:
+        Grid with ``n_new = floor((n - 1) * old / new) + 1`` and affine ``[direction * new | origin]``.
+    """
+    new = new_spacing(grid.spacing, spacing=spacing, factor=factor, axis=axis)
+    old = grid.spacing
+    shape = tuple(int(math.floor((n - 1) * o / s + _COUNT_EPS)) + 1 for n, o, s in zip(grid.shape, old, new))
+    affine = np.eye(4)
+    affine[:3, :3] = grid.direction * new
+    affine[:3, 3] = grid.origin
+    return Grid(shape=shape, affine=affine)

@@ -1,0 +1,397 @@
+"""A learned resampling prior: a local implicit function conditioned on a 3-D conv encoder.
+
+In the spirit of LIIF (Chen et al. 2021, "Learning Continuous Image Representation with Local Implicit
+Image Function", CVPR) and ArSSR (Wu et al. 2022, "An Arbitrary Scale Super-Resolution Approach for
+3D MR Images via Implicit Neural Representation", IEEE JBHI):
+
+* an encoder (3-D convolutions with residual blocks) maps the low-resolution volume, plus three constant
+  channels holding ``log2`` of the upsampling factor per axis, to a feature volume on the input grid;
+* a decoder MLP maps ``(feature trilinearly sampled at the query, offset of the query from its nearest
+  input voxel, cell size)`` to a correction added to the trilinear interpolation of the input intensity.
+
+Coordinates are continuous voxel indices of the input volume. :func:`train_resampler` trains it on random
+crops of a folder of NIfTI volumes whose slices are dropped along a random axis (keep every 2nd or 4th
+slice); the checkpoint ``{"state_dict": ..., "config": {...}}`` loads with ``torch.load(weights_only=True)``.
+Intensities are divided by the 99th percentile of the input volume and restored afterwards. At
+inference the prediction is averaged over the 8 mirror images of the input (flips along each axis).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "ResamplerNet",
+    "holdout_split",
+    "load_resampler",
+    "prior_resample_array",
+    "save_resampler",
+    "train_resampler",
+]
+
+CHECKPOINT_FORMAT = "kmunet-resampler-v1"
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv3d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class ResamplerNet(nn.Module):
+    """Conv encoder + local implicit decoder.
+
+    Args:
+        features: encoder feature channels C.
+        blocks: residual blocks in the encoder.
+        hidden: decoder MLP width.
+        decoder_layers: hidden layers of the decoder MLP.
+
+    Shapes:
+        ``encode``: ``(B, 1, X, Y, Z)`` volume and ``(B, 3)`` per-axis upsampling factors ->
+        ``(B, C, X, Y, Z)`` features. ``decode``: features, volume, ``(B, N, 3)`` query indices (continuous
+        voxel indices of the input), ``(B, 3)`` factors -> ``(B, N)`` intensities.
+    """
+
+    def __init__(self, features: int = 32, blocks: int = 3, hidden: int = 64, decoder_layers: int = 2) -> None:
+        super().__init__()
+        for name, value, minimum in (("features", features, 1), ("blocks", blocks, 0), ("hidden", hidden, 1),
+                                     ("decoder_layers", decoder_layers, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        self.config = {"features": features, "blocks": blocks, "hidden": hidden, "decoder_layers": decoder_layers}
+        self.head = nn.Conv3d(4, features, 3, padding=1)
+        self.body = nn.Sequential(*[_ResBlock(features) for _ in range(blocks)])
+        self.tail = nn.Conv3d(features, features, 3, padding=1)
+        dims = [features + 6] + [hidden] * (decoder_layers + 1)
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(dims[-1], 1))
+        self.decoder = nn.Sequential(*layers)
+        nn.init.zeros_(self.decoder[-1].weight)  # start as trilinear interpolation
+        nn.init.zeros_(self.decoder[-1].bias)
+
+    def encode(self, volume: Tensor, factors: Tensor) -> Tensor:
+        cond = torch.log2(factors.to(volume.dtype)).view(-1, 3, 1, 1, 1).expand(-1, 3, *volume.shape[2:])
+        h = F.relu(self.head(torch.cat([volume, cond], dim=1)))
+        return self.tail(self.body(h)) + h
+
+    @staticmethod
+    def _grid(index: Tensor, size: Sequence[int]) -> Tensor:
+        """Continuous indices ``(B, N, 3)`` -> grid_sample coordinates ``(B, N, 1, 1, 3)`` (align_corners)."""
+        denom = torch.tensor([max(int(s) - 1, 1) for s in size], dtype=index.dtype, device=index.device)
+        unit = 2.0 * index / denom - 1.0
+        return unit.flip(-1).view(index.shape[0], -1, 1, 1, 3)  # grid_sample wants (z, y, x) for (X, Y, Z) input
+
+    def decode(self, feats: Tensor, volume: Tensor, index: Tensor, factors: Tensor) -> Tensor:
+        grid = self._grid(index, volume.shape[2:])
+        f = F.grid_sample(feats, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        base = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        f = f.view(feats.shape[0], feats.shape[1], -1).transpose(1, 2)  # (B, N, C)
+        base = base.view(volume.shape[0], -1)
+        offset = index - torch.round(index)
+        cell = (1.0 / factors.to(index.dtype)).unsqueeze(1).expand(-1, index.shape[1], 3)
+        return base + self.decoder(torch.cat([f, offset, cell], dim=-1)).squeeze(-1)
+
+    def forward(self, volume: Tensor, index: Tensor, factors: Tensor) -> Tensor:
+        return self.decode(self.encode(volume, factors), volume, index, factors)
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+def save_resampler(model: ResamplerNet, path: str | Path, **extra) -> Path:
+    """Save ``{"state_dict", "config"}`` atomically; ``extra`` (plain values) goes into the config."""
+    from kmunet.inference.writers import atomic_path
+
+    config = {"format": CHECKPOINT_FORMAT, **model.config, **extra}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "config": config}, tmp)
+    return path
+
+
+def load_resampler(path: str | Path, device: str | torch.device = "cpu") -> ResamplerNet:
+    """Load a checkpoint written by :func:`save_resampler` (``torch.load(weights_only=True)``).
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: not a resampler checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prior model not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise ValueError(f"cannot read prior model {path}: {err}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("config", {}).get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a kmunet resampler checkpoint (format {CHECKPOINT_FORMAT})")
+    cfg = ckpt["config"]
+    model = ResamplerNet(**{k: cfg[k] for k in ("features", "blocks", "hidden", "decoder_layers")})
+    model.load_state_dict(ckpt["state_dict"])
+    model.train_config = dict(cfg)  # type: ignore[attr-defined]
+    return model.to(device).eval()
+
+
+# ------------------------------------------------------------------------------------------- inference
+def intensity_scale(volume: np.ndarray) -> float:
+    """Normalisation constant: 99th percentile of the volume (1 when it is not positive)."""
+    p = float(np.percentile(volume, 99)) if volume.size else 1.0
+    return p if p > 0 else (float(np.abs(volume).max()) or 1.0)
+
+
+def prior_resample_array(
+    model: ResamplerNet,
+    volume: np.ndarray,
+    query_index: np.ndarray,
+    factors: Sequence[float],
+    chunk_size: int = 131072,
+    flips: bool = True,
+) -> np.ndarray:
+    """Evaluate the prior at continuous voxel indices of ``volume``.
+
+    Args:
+        model: a trained :class:`ResamplerNet` (its device is used).
+        volume: ``(X, Y, Z)`` input intensities (any scale; normalised internally and restored).
+        query_index: ``(N, 3)`` continuous voxel indices of ``volume`` to evaluate.
+        factors: upsampling factor per axis (input voxel size / output voxel size).
+        chunk_size: queries per decoder pass.
+        flips: average over the 8 mirror images of the volume (test-time augmentation matching the
+            random flips of training; 8 times the cost).
+
+    Returns:
+        ``(N,)`` float32 intensities.
+    """
+    device = next(model.parameters()).device
+    scale = intensity_scale(volume)
+    vol = torch.as_tensor(np.ascontiguousarray(volume, dtype=np.float32) / scale, device=device)[None, None]
+    fac = torch.as_tensor(np.asarray(factors, dtype=np.float32), device=device).clamp_min(1.0)[None]
+    q = torch.as_tensor(np.asarray(query_index, dtype=np.float32), device=device)
+    size = torch.tensor(vol.shape[2:], dtype=torch.float32, device=device) - 1
+    variants = [(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)] if flips else [(0, 0, 0)]
+    total = torch.zeros(q.shape[0], dtype=torch.float32)
+    with torch.no_grad():
+        for flip in variants:
+            dims = [2 + i for i in range(3) if flip[i]]
+            v = torch.flip(vol, dims) if dims else vol
+            sign = torch.tensor([-1.0 if f else 1.0 for f in flip], device=device)
+            shift = torch.tensor([1.0 if f else 0.0 for f in flip], device=device) * size
+            feats = model.encode(v, fac)
+            for start in range(0, q.shape[0], chunk_size):
+                qq = q[start:start + chunk_size] * sign + shift  # mirrored query positions
+                total[start:start + chunk_size] += model.decode(feats, v, qq[None], fac)[0].cpu()
+    return (total.numpy() / len(variants) * scale).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------- training
+def list_volumes(data_dir: str | Path) -> list[Path]:
+    """Sorted NIfTI files (``*.nii``, ``*.nii.gz``) in a folder (not hidden ones)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data folder not found: {data_dir}")
+    files = sorted(p for p in data_dir.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and (p.name.endswith(".nii") or p.name.endswith(".nii.gz")))
+    if not files:
+        raise ValueError(f"no NIfTI volumes (*.nii, *.nii.gz) in {data_dir}")
+    return files
+
+
+def holdout_split(files: Sequence[Path], holdout: int, seed: int = 0) -> tuple[list[Path], list[Path]]:
+    """Deterministic split by ``seed``: ``(train, held_out)`` with ``holdout`` held-out files.
+
+    The permutation comes from a seeded ``torch.Generator`` over the sorted file names, so the same folder
+    and seed always give the same split.
+    """
+    files = sorted(files, key=lambda p: Path(p).name)
+    if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 0 or (holdout > 0 and holdout >= len(files)):
+        raise ValueError(f"holdout must leave at least one training volume, got {holdout} of {len(files)}")
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(files), generator=gen).tolist()
+    held = sorted((files[i] for i in order[:holdout]), key=lambda p: Path(p).name)
+    train = sorted((files[i] for i in order[holdout:]), key=lambda p: Path(p).name)
+    return train, held
+
+
+def _make_batch(volumes: list[np.ndarray], rng: np.random.Generator, batch: int, crop: int,
+                factors: Sequence[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Random crops with slices dropped along a random axis.
+
+    Returns:
+        ``(lr (B,1,...), query index (B,N,3), target (B,N), factors (B,3))``; targets are the dropped
+        slices' voxels (normalised intensities).
+    """
+    r = int(rng.choice(factors))
+    axis = int(rng.integers(3))
+    m = (crop - 1) // r + 1  # kept slices
+    length = (m - 1) * r + 1
+    size = [crop, crop, crop]
+    size[axis] = length
+    lrs, targets = [], []
+    for _ in range(batch):
+        vol = volumes[int(rng.integers(len(volumes)))]
+        pad = [(0, max(0, s - n)) for s, n in zip(size, vol.shape)]
+        if any(p[1] for p in pad):
+            vol = np.pad(vol, pad, mode="reflect" if all(n > 1 for n in vol.shape) else "edge")
+        start = [int(rng.integers(n - s + 1)) for n, s in zip(vol.shape, size)]
+        hr = vol[start[0]:start[0] + size[0], start[1]:start[1] + size[1], start[2]:start[2] + size[2]]
+        for ax in range(3):
+            if rng.random() < 0.5:
+                hr = np.flip(hr, ax)
+        hr = hr * float(rng.uniform(0.8, 1.2))
+        sl = [slice(None)] * 3
+        sl[axis] = slice(None, None, r)
+        lrs.append(np.ascontiguousarray(hr[tuple(sl)]))
+        targets.append(np.ascontiguousarray(hr))
+    lr = torch.from_numpy(np.stack(lrs)).float()[:, None]
+    hr = torch.from_numpy(np.stack(targets)).float()
+    # Query indices of the dropped slices (positions not on multiples of r along the axis).
+    idx = [torch.arange(s, dtype=torch.float32) for s in size]
+    grid = torch.stack(torch.meshgrid(*idx, indexing="ij"), dim=-1)  # (X, Y, Z, 3)
+    keep = (torch.arange(size[axis]) % r) != 0
+    sel = [slice(None)] * 3
+    sel[axis] = keep
+    q = grid[tuple(sel)].reshape(-1, 3).clone()
+    q[:, axis] = q[:, axis] / r
+    target = hr[(slice(None),) + tuple(sel)].reshape(batch, -1)
+    fac = torch.ones(batch, 3)
+    fac[:, axis] = float(r)
+    return lr, q.unsqueeze(0).expand(batch, -1, -1).contiguous(), target, fac
+
+
+def train_resampler(
+    data_dir: str | Path,
+    output: str | Path,
+    epochs: int = 50,
+    *,
+    batch_size: int = 4,
+    crop: int = 24,
+    factors: Sequence[int] = (2, 4),
+    lr: float = 1e-3,
+    holdout: int = 20,
+    seed: int = 0,
+    device: str = "auto",
+    time_limit: float | None = None,
+    features: int = 32,
+    blocks: int = 3,
+    hidden: int = 64,
+    decoder_layers: int = 2,
+    progress: bool = False,
+    log_every: int = 0,
+) -> dict:
+    """Train a :class:`ResamplerNet` on a folder of NIfTI volumes and save it.
+
+    An epoch is ``ceil(n_train / batch_size)`` steps of ``batch_size`` random crops (``crop`` voxels per
+    side; smaller volumes are reflect-padded). Each step drops slices along a random axis with a random
+    factor from ``factors`` and fits the dropped slices (MSE on intensities divided by each volume's 99th
+    percentile). ``holdout`` volumes (deterministic split by ``seed``) are never used; their names are
+    stored in the checkpoint config for benchmarks. Adam with cosine learning-rate decay to 5 % over the
+    epochs, or over ``time_limit`` when that ends first.
+
+    Args:
+        data_dir: folder of ``*.nii.gz`` volumes.
+        output: checkpoint path.
+        epochs: training epochs.
+        time_limit: stop (and save) after this many seconds even if epochs remain.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        Summary dict (``steps``, ``seconds``, ``final_loss``, ``train``, ``holdout`` names).
+    """
+    import nibabel as nib
+    from tqdm.auto import tqdm
+
+    from kmunet.runtime import resolve_device
+
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not factors or any(int(f) < 2 for f in factors):
+        raise ValueError(f"factors must be integers >= 2, got {list(factors)!r}")
+    if crop < 2 * max(factors) + 1:
+        raise ValueError(f"crop {crop} too small for factor {max(factors)}")
+    dev = resolve_device(device)
+    files = list_volumes(data_dir)
+    if holdout >= len(files):
+        holdout = 0 if len(files) < 2 else min(holdout, len(files) - 1)
+    train_files, held = holdout_split(files, holdout, seed)
+    volumes = []
+    for f in train_files:
+        try:
+            data = np.asarray(nib.load(str(f)).dataobj, dtype=np.float32)
+        except Exception as err:  # noqa: BLE001
+            raise ValueError(f"cannot read {f}: {err}") from None
+        data = np.squeeze(data)
+        if data.ndim != 3:
+            raise ValueError(f"{f} is not a 3-D volume (shape {data.shape})")
+        volumes.append(data / intensity_scale(data))
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ResamplerNet(features=features, blocks=blocks, hidden=hidden, decoder_layers=decoder_layers)
+    model.to(dev).train()
+    rng = np.random.default_rng(seed)
+    steps_per_epoch = math.ceil(len(volumes) / batch_size)
+    total = epochs * steps_per_epoch
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    start = time.perf_counter()
+    losses: list[float] = []
+    step = 0
+    bar = tqdm(total=total, desc="train-resampler", disable=not progress)
+    stopped_early = False
+    for _ in range(epochs):
+        for _ in range(steps_per_epoch):
+            # Cosine decay to 5% over the run; progress counts steps or, with time_limit, elapsed time.
+            progress_frac = step / total
+            if time_limit:
+                progress_frac = max(progress_frac, (time.perf_counter() - start) / time_limit)
+            for group in opt.param_groups:
+                group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress_frac, 1.0))))
+            lr_vol, q, target, fac = _make_batch(volumes, rng, batch_size, crop, factors)
+            pred = model(lr_vol.to(dev), q.to(dev), fac.to(dev))
+            loss = F.mse_loss(pred, target.to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            bar.update(1)
+            if log_every and step % log_every == 0:
+                recent = float(np.mean(losses[-log_every:]))
+                print(f"step {step}/{total} loss {recent:.5f} ({time.perf_counter() - start:.0f} s)", flush=True)
+            if time_limit is not None and time.perf_counter() - start > time_limit:
+                stopped_early = True
+                break
+        if stopped_early:
+            break
+    bar.close()
+    seconds = time.perf_counter() - start
+    final = float(np.mean(losses[-max(1, min(50, len(losses))):]))
+    summary = {
+        "steps": step,
+        "seconds": round(seconds, 1),
+        "final_loss": final,
+        "epochs": epochs,
+        "stopped_early": stopped_early,
+        "factors": [int(f) for f in factors],
+        "crop": crop,
+        "seed": seed,
+        "data": Path(data_dir).name,
+        "train": [p.name for p in train_files],
+        "holdout": [p.name for p in held],
+    }
+    save_resampler(model.cpu(), output, **summary)
+    return summary

@@ -1,0 +1,136 @@
+"""Retrospective k-space undersampling masks, each drawn from its own seeded generator.
+
+Every mask uses ``numpy.random.default_rng(seed)`` (the Poisson-disc mask uses sigpy's own seeded sampler
+and restores NumPy's global state), so the same seed always gives the same mask and the global NumPy and
+torch random states are never touched. Masks are boolean ``(H, W)`` arrays, True where sampled. The 1D
+masks select whole phase-encoding lines along ``axis`` (default ``-2``) and are constant along the other
+axis; their centre ``round(n * center_fraction)`` lines are always sampled.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from kmunet.mri import MASK_KINDS
+
+
+def _check(shape: Sequence[int], acceleration: float, center_fraction: float, axis: int) -> tuple[tuple[int, int], int]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"mask shape must be two positive sizes (H, W), got {list(shape)}")
+    if not np.isfinite(acceleration) or acceleration < 1:
+        raise ValueError(f"acceleration must be >= 1, got {acceleration}")
+    if not 0 <= center_fraction <= 1:
+        raise ValueError(f"center_fraction must be in [0, 1], got {center_fraction}")
+    if axis not in (-2, -1, 0, 1):
+        raise ValueError(f"axis must be one of -2, -1, 0, 1 for a 2D mask, got {axis}")
+    return shape, axis % 2
+
+
+def _center_lines(n: int, center_fraction: float) -> tuple[int, int]:
+    low = min(n, int(round(n * center_fraction)))
+    start = (n - low + 1) // 2
+    return start, low
+
+
+def _expand(lines: np.ndarray, shape: tuple[int, int], axis: int) -> np.ndarray:
+    if axis == 0:
+        return np.repeat(lines[:, None], shape[1], axis=1)
+    return np.repeat(lines[None, :], shape[0], axis=0)
+
+
+def random_mask(
+    shape: Sequence[int], acceleration: float, center_fraction: float, seed: int = 0, axis: int = -2
+) -> np.ndarray:
+    """1D random line mask with a fully sampled centre (as fastMRI ``RandomMaskFunc``).
+
+    Each non-centre line is kept with probability ``(n / R - n_low) / (n - n_low)`` so the expected
+    number of lines is ``n / R``.
+
+    Args:
+        shape: ``(H, W)`` of the k-space.
+        acceleration: R >= 1.
+        center_fraction: fraction of lines in the fully sampled centre band.
+        seed: seed of ``numpy.random.default_rng``.
+        axis: phase-encoding axis (-2 rows, -1 columns).
+
+    Returns:
+        Boolean ``(H, W)`` mask.
+    """
+    shape, ax = _check(shape, acceleration, center_fraction, axis)
+    n = shape[ax]
+    start, low = _center_lines(n, center_fraction)
+    rng = np.random.default_rng(seed)
+    prob = (n / acceleration - low) / max(n - low, 1)
+    lines = rng.uniform(size=n) < prob
+    lines[start:start + low] = True
+    return _expand(lines, shape, ax)
+
+
+def equispaced_mask(
+    shape: Sequence[int], acceleration: float, center_fraction: float, seed: int = 0, axis: int = -2
+) -> np.ndarray:
+    """1D equispaced line mask with a fully sampled centre (as fastMRI ``EquispacedMaskFunc``).
+
+    The spacing is adjusted so that centre plus equispaced lines total about ``n / R``; the seed only picks
+    the offset of the first equispaced line. Arguments and return as :func:`random_mask`.
+    """
+    shape, ax = _check(shape, acceleration, center_fraction, axis)
+    n = shape[ax]
+    start, low = _center_lines(n, center_fraction)
+    rng = np.random.default_rng(seed)
+    lines = np.zeros(n, dtype=bool)
+    lines[start:start + low] = True
+    target = n / acceleration
+    if target > low:
+        step = max((n - low) / (target - low), 1.0)
+        offset = int(rng.integers(0, max(int(round(step)), 1)))
+        idx = np.round(np.arange(offset, n, step)).astype(int)
+        lines[idx[idx < n]] = True
+    return _expand(lines, shape, ax)
+
+
+def poisson_mask(
+    shape: Sequence[int], acceleration: float, center_fraction: float, seed: int = 0, axis: int = -2
+) -> np.ndarray:
+    """2D variable-density Poisson-disc mask (``sigpy.mri.poisson``) with a square calibration region.
+
+    The calibration region is ``round(size * center_fraction)`` points along each axis. ``axis`` is
+    accepted for a uniform signature but has no effect (the mask is 2D). Arguments and return as
+    :func:`random_mask`.
+    """
+    shape, _ = _check(shape, acceleration, center_fraction, axis)
+    if acceleration <= 1:
+        return np.ones(shape, dtype=bool)
+    import sigpy.mri
+
+    calib = tuple(max(int(round(s * center_fraction)), 0) for s in shape)
+    state = np.random.get_state()
+    try:
+        mask = sigpy.mri.poisson(shape, float(acceleration), calib=calib, seed=int(seed), dtype=np.float32)
+    finally:
+        np.random.set_state(state)
+    return np.asarray(mask) > 0
+
+
+_MASKS = {"random": random_mask, "equispaced": equispaced_mask, "poisson": poisson_mask}
+
+
+def make_mask(
+    kind: str,
+    shape: Sequence[int],
+    acceleration: float,
+    center_fraction: float,
+    seed: int = 0,
+    axis: int = -2,
+) -> np.ndarray:
+    """Dispatch to the mask of ``kind`` (one of :data:`kmunet.mri.MASK_KINDS`).
+
+    Raises:
+        ValueError: unknown kind (the message lists the valid ones) or bad arguments.
+    """
+    if kind not in _MASKS:
+        raise ValueError(f"unknown mask kind {kind!r}; valid: {list(MASK_KINDS)}")
+    return _MASKS[kind](shape, acceleration, center_fraction, seed=seed, axis=axis)
