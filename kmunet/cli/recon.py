@@ -8,10 +8,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-#: Choices duplicated from :mod:`kmunet.mri` so that ``kmunet --help`` does not import torch.
-_MASKS = ("random", "equispaced", "poisson")
-_METHODS = ("inr", "zero-filled", "cs-tv", "cs-l1")
-_INRS = ("siren", "fourier", "wire", "kan")
+from kmunet.options import (
+    DEFAULT_ACCELERATION,
+    DEFAULT_CENTER_FRACTION,
+    DEFAULT_MASK_SEED,
+    INR_MODELS,
+    MASK_KINDS,
+    RECON_METHODS,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,12 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--image", help="image to simulate single-coil k-space from (NIfTI, DICOM folder, .npy)")
     parser.add_argument("--output", required=True, help="output magnitude image (.nii or .nii.gz)")
     parser.add_argument("--slice", type=int, default=None, help="slice of a 3D volume / multi-slice file (default middle)")
-    parser.add_argument("--acceleration", type=float, default=4.0, help="retrospective acceleration R (default 4)")
-    parser.add_argument("--center-fraction", type=float, default=0.08, help="fully sampled centre fraction (default 0.08)")
-    parser.add_argument("--mask", choices=_MASKS, default="random", help="retrospective mask kind (default random)")
-    parser.add_argument("--mask-seed", type=int, default=0, help="mask seed (default 0)")
-    parser.add_argument("--method", choices=_METHODS, default="inr", help="reconstruction method (default inr)")
-    parser.add_argument("--inr", choices=_INRS, default="siren", help="INR network for --method inr (default siren)")
+    parser.add_argument("--acceleration", type=float, default=DEFAULT_ACCELERATION,
+                        help=f"retrospective acceleration R (default {DEFAULT_ACCELERATION:g})")
+    parser.add_argument("--center-fraction", type=float, default=DEFAULT_CENTER_FRACTION,
+                        help=f"fully sampled centre fraction (default {DEFAULT_CENTER_FRACTION:g})")
+    parser.add_argument("--mask", choices=MASK_KINDS, default="random", help="retrospective mask kind (default random)")
+    parser.add_argument("--mask-seed", type=int, default=DEFAULT_MASK_SEED, help=f"mask seed (default {DEFAULT_MASK_SEED})")
+    parser.add_argument("--method", choices=RECON_METHODS, default="inr", help="reconstruction method (default inr)")
+    parser.add_argument("--inr", choices=INR_MODELS, default="siren", help="INR network for --method inr (default siren)")
     parser.add_argument("--iterations", type=int, default=None, help="INR Adam steps / CS iterations")
     parser.add_argument("--lam", type=float, default=None, help="CS regularisation weight")
     parser.add_argument("--tv-weight", type=float, default=None, help="INR TV prior weight")

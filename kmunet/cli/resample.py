@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kmunet.options import INR_MODELS, RESAMPLE_METHODS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``resample`` sub-parser."""
@@ -30,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="pixels of the --plane image (required with --plane)")
     parser.add_argument("--plane-spacing", type=float, default=1.0, help="pixel size of the --plane image in mm (default 1)")
     parser.add_argument("--axis", type=int, choices=(0, 1, 2), default=None, help="voxel axis for --factor")
-    parser.add_argument("--method", choices=("inr", "linear", "bspline"), default="inr", help="resampling method (default inr)")
-    parser.add_argument("--inr", choices=("siren", "fourier", "wire", "kan"), default="siren", help="INR model (default siren)")
+    parser.add_argument("--method", choices=tuple(m for m in RESAMPLE_METHODS if m != "prior"), default="inr", help="resampling method (default inr)")
+    parser.add_argument("--inr", choices=INR_MODELS, default="siren", help="INR model (default siren)")
     parser.add_argument("--iterations", type=int, default=None, help="INR fitting steps (default 800)")
     parser.add_argument("--prior", default=None, metavar="MODEL",
                         help="learned resampler checkpoint (from kmunet train-resampler); replaces --method")

@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 #: Valid names for :func:`build_inr`.
-INR_MODELS: tuple[str, ...] = ("siren", "fourier", "wire", "kan")
+from kmunet.options import INR_MODELS  # noqa: E402  (names shared with the CLI)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

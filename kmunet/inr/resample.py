@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from kmunet.inr.geometry import Grid, Normalization, grid_from_image, normalization_for, resampled_grid
+from kmunet.options import RESAMPLE_METHODS
 
 __all__ = [
     "METHODS",
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 #: Resampling methods of :func:`resample_volume`.
-METHODS: tuple[str, ...] = ("inr", "linear", "bspline", "prior")
+METHODS: tuple[str, ...] = RESAMPLE_METHODS
 
 #: Per-model defaults for scan-specific fitting: model arguments and optimiser settings.
 INR_DEFAULTS: dict[str, dict[str, Any]] = {

@@ -15,16 +15,15 @@ imported so that every submodule reads them from this one place.
 
 from __future__ import annotations
 
-#: Mask kinds accepted by :func:`kmunet.mri.masks.make_mask` and ``kmunet recon --mask``.
-MASK_KINDS: tuple[str, ...] = ("random", "equispaced", "poisson")
-#: Reconstruction methods accepted by :func:`kmunet.mri.recon.reconstruct`.
-RECON_METHODS: tuple[str, ...] = ("inr", "zero-filled", "cs-tv", "cs-l1")
-#: Implicit neural representations (built by ``kmunet.inr.build_inr``).
-INR_NAMES: tuple[str, ...] = ("siren", "fourier", "wire", "kan")
-#: Default acceleration and fully sampled centre fraction of retrospective undersampling.
-DEFAULT_ACCELERATION: float = 4.0
-DEFAULT_CENTER_FRACTION: float = 0.08
-DEFAULT_MASK_SEED: int = 0
+# Option names and the retrospective undersampling defaults are shared with the CLI (kmunet.options).
+from kmunet.options import (  # noqa: E402
+    DEFAULT_ACCELERATION,
+    DEFAULT_CENTER_FRACTION,
+    DEFAULT_MASK_SEED,
+    MASK_KINDS,
+    RECON_METHODS,
+)
+from kmunet.options import INR_MODELS as INR_NAMES  # noqa: E402
 #: Side of the square k-space calibration region used for coil sensitivities.
 DEFAULT_CALIB_WIDTH: int = 24
 #: Default CS regularisation weight (relative to k-space normalised so the zero-filled image peaks at 1)

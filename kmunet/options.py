@@ -1,0 +1,30 @@
+"""Option names and command-line defaults shared by the library and the CLI.
+
+This module imports nothing heavy, so ``kmunet --help`` can list the valid choices without importing
+torch; the library modules (:mod:`kmunet.mri`, :mod:`kmunet.inr`) read the same constants from here.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "INR_MODELS",
+    "MASK_KINDS",
+    "RECON_METHODS",
+    "RESAMPLE_METHODS",
+    "DEFAULT_ACCELERATION",
+    "DEFAULT_CENTER_FRACTION",
+    "DEFAULT_MASK_SEED",
+]
+
+#: Implicit neural representations built by :func:`kmunet.inr.build_inr`.
+INR_MODELS: tuple[str, ...] = ("siren", "fourier", "wire", "kan")
+#: Undersampling mask kinds of :func:`kmunet.mri.make_mask` and ``kmunet recon --mask``.
+MASK_KINDS: tuple[str, ...] = ("random", "equispaced", "poisson")
+#: Reconstruction methods of :func:`kmunet.mri.recon.reconstruct` and ``kmunet recon --method``.
+RECON_METHODS: tuple[str, ...] = ("inr", "zero-filled", "cs-tv", "cs-l1")
+#: Resampling methods of :func:`kmunet.inr.resample.resample_volume` (``"prior"`` is implied by a prior model).
+RESAMPLE_METHODS: tuple[str, ...] = ("inr", "linear", "bspline", "prior")
+#: Retrospective undersampling defaults: acceleration R, fully sampled centre fraction, mask seed.
+DEFAULT_ACCELERATION: float = 4.0
+DEFAULT_CENTER_FRACTION: float = 0.08
+DEFAULT_MASK_SEED: int = 0
