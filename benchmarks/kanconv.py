@@ -2,7 +2,9 @@
 
 For each setting it measures forward+backward time (median of ``--repeats`` runs) and peak memory of:
 
-* ``KANConv``: kmunet's exact KAN convolution (basis expansion + one dense convolution);
+* ``KANConv``: kmunet's exact KAN convolution (basis expansion + one dense convolution), with the fused
+  Numba feature kernels on CPU (:mod:`kmunet.kan.fused`) when they apply;
+* ``KANConv (torch)``: the same layer with its pure-PyTorch feature expansion (``KMUNET_FUSED_KAN=0``);
 * ``dense floor``: a plain convolution over the same number of expanded input channels
   ``C_in * (1 + G + k)`` (the arithmetic floor of any exact KAN convolution), measured in both memory
   formats (channels-first ``NC*`` and channels-last ``N*C``); the faster one is the floor;
@@ -19,6 +21,7 @@ Run: ``python benchmarks/kanconv.py [--device cuda] [--amp] [--repeats 5]``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from typing import Callable
@@ -27,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from kmunet.kan import KANConv
+from kmunet.kan.fused import FUSED_ENV, fused_available
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
@@ -45,6 +49,25 @@ def _peak_cpu_bytes(fn: Callable[[], None]) -> int:
         current += e.cpu_memory_usage
         peak = max(peak, current)
     return peak
+
+
+class _TorchPath(nn.Module):
+    """Runs a KAN layer with the fused kernels switched off (pure-PyTorch feature expansion)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        old = os.environ.get(FUSED_ENV)
+        os.environ[FUSED_ENV] = "0"
+        try:
+            return self.layer(x)
+        finally:
+            if old is None:
+                del os.environ[FUSED_ENV]
+            else:
+                os.environ[FUSED_ENV] = old
 
 
 def _step_fn(module: nn.Module, x: torch.Tensor, amp: bool) -> Callable[[], None]:
@@ -123,9 +146,9 @@ def main() -> None:
     ]
     print(
         f"device={dev} amp={args.amp} threads={torch.get_num_threads()} G={g} k={k} "
-        f"repeats={args.repeats} tuned_allocator={args.tune_allocator}"
+        f"repeats={args.repeats} tuned_allocator={args.tune_allocator} fused_kernels={fused_available(torch.zeros(1, device=dev))}"
     )
-    header = f"{'setting':24s} {'layer':12s} {'fwd+bwd ms':>11s} {'peak MiB':>9s} {'time/floor':>10s} {'mem/floor':>9s}"
+    header = f"{'setting':24s} {'layer':15s} {'fwd+bwd ms':>11s} {'peak MiB':>9s} {'time/floor':>10s} {'mem/floor':>9s}"
     print(header)
     print("-" * len(header))
     for label, dims, b, c, spatial in settings:
@@ -140,6 +163,7 @@ def main() -> None:
         xe_cl = xe.detach().to(memory_format=_CHANNELS_LAST[dims]).requires_grad_(True)
         rows = [
             ("KANConv", kan, x),
+            ("KANConv (torch)", _TorchPath(kan), x),
             ("floor (NC*)", floor, xe),
             ("floor (N*C)", floor_cl, xe_cl),
             ("plain conv", plain, x),
@@ -159,7 +183,7 @@ def main() -> None:
                 results["KANConv (convkan run)"] = ck["KANConv"]
         t_floor, m_floor = results["dense floor"]
         for name, (t, mem) in results.items():
-            print(f"{label:24s} {name:12s} {t * 1e3:11.1f} {mem:9.1f} {t / t_floor:10.2f} {mem / m_floor:9.2f}")
+            print(f"{label:24s} {name:15s} {t * 1e3:11.1f} {mem:9.1f} {t / t_floor:10.2f} {mem / m_floor:9.2f}")
         if "convkan" in results:
             t_ck, m_ck = results["convkan"]
             t_kan, m_kan = results["KANConv (convkan run)"]

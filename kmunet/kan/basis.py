@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kmunet.kan.fused import fused_available, fused_cubic_features
+
 __all__ = [
     "make_grid",
     "bspline_basis",
@@ -258,7 +260,12 @@ class _UniformKANFeatures(torch.autograd.Function):
 
 
 def kan_features(
-    x: Tensor, grid: Tensor, spline_order: int, uniform: bool | None = None, channels_last: bool = False
+    x: Tensor,
+    grid: Tensor,
+    spline_order: int,
+    uniform: bool | None = None,
+    channels_last: bool = False,
+    fused: bool | None = None,
 ) -> Tensor:
     """Expand every input channel into its SiLU and B-spline basis values.
 
@@ -273,6 +280,9 @@ def kan_features(
             grids use the fast closed-form path, others the general Cox-de Boor recursion.
         channels_last: lay the features out as ``(B, *spatial, C, 1 + G + k)`` in memory, so that
             ``flatten(1, 2)`` gives a channels-last tensor without a copy (faster 3D convolutions on CPU).
+        fused: use the fused Numba kernels of :mod:`kmunet.kan.fused` (cubic, uniform knots, float32/64
+            CPU tensors); ``None`` uses them whenever they apply, ``False`` never (pure PyTorch),
+            ``True`` requires them (``RuntimeError`` where they do not apply).
 
     Returns:
         ``(B, C, 1 + G + k, *spatial)``: slot 0 is ``silu(x)``, slot ``1 + i`` is ``B_i(x)``.
@@ -286,7 +296,14 @@ def kan_features(
         g = grid.double()
         h = (g[:, -1] - g[:, 0]) / (g.shape[1] - 1)  # mean spacing: t0 + j h matches every stored knot
         t0, h = g[:, 0].to(x.dtype), h.to(x.dtype)
-        return _UniformKANFeatures.apply(x, t0, h, num_basis, spline_order, channels_last and x.dim() > 2)
+        layout = channels_last and x.dim() > 2
+        if fused or (fused is None and spline_order == 3 and fused_available(x)):
+            if spline_order != 3:
+                raise RuntimeError(f"fused KAN kernels support spline_order 3 only, got {spline_order}")
+            return fused_cubic_features(x, t0, h, num_basis, layout)
+        return _UniformKANFeatures.apply(x, t0, h, num_basis, spline_order, layout)
+    if fused:
+        raise RuntimeError("fused KAN kernels need a uniform knot grid")
     basis = bspline_basis(x.movedim(1, -1), grid, spline_order)  # (B, *spatial, C, G + k)
     feats = torch.cat([F.silu(x).movedim(1, -1).unsqueeze(-1), basis], dim=-1)  # (B, *spatial, C, 1 + G + k)
     feats = feats.movedim(-2, 1).movedim(-1, 2)  # (B, C, 1 + G + k, *spatial), channels-last memory

@@ -27,7 +27,7 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "kmunet",
          "predict", "--input", str(inp), "--output", str(tmp_path / "out"), "--checkpoint", str(ckpt),
          "--device", "cpu", "--no-progress"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=110,
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, errors="replace", timeout=110,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     ranks = [json.loads((tmp_path / "out" / f"predict_report.rank{r}.json").read_text()) for r in (0, 1)]

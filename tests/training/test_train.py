@@ -153,7 +153,7 @@ def test_ddp_two_cpu_processes(tiny_data: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            "-m", "kmunet", "train", "--config", str(cfg_path), "--device", "cpu"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, errors="replace", timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert ckpt["epoch"] == 0
