@@ -134,9 +134,18 @@ if numba is not None:
                     grad_x[o, c, i] = _backward_one(x[o, c, i], t0[c], h[c], inv, grad, o, c, i, num_basis)
 
 
-def _set_threads() -> None:
-    """Run the kernels on as many threads as PyTorch's intra-op pool (never more than Numba has)."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+def _launch(kernel, *args) -> None:
+    """Run a kernel on as many threads as PyTorch's intra-op pool (never more than Numba has).
+
+    Starting Numba's OpenMP pool resets the process-wide OpenMP thread count to Numba's own default
+    (all cores), which PyTorch then picks up; PyTorch's setting is put back afterwards so that
+    ``torch.set_num_threads`` / ``OMP_NUM_THREADS`` keep meaning what they say.
+    """
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    kernel(*args)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def _outer_channel_inner(x: Tensor, channels_last: bool) -> Tensor:
@@ -154,8 +163,7 @@ class _FusedCubicFeatures(torch.autograd.Function):
     def forward(ctx, x: Tensor, t0: Tensor, h: Tensor, num_basis: int, channels_last: bool) -> Tensor:  # type: ignore[override]
         xin = _outer_channel_inner(x.detach(), channels_last)  # (O, C, I)
         out = torch.empty((xin.shape[0], xin.shape[1], num_basis + 1, xin.shape[2]), dtype=x.dtype)
-        _set_threads()
-        _cubic_forward(xin.numpy(), t0.contiguous().numpy(), h.contiguous().numpy(), out.numpy())
+        _launch(_cubic_forward, xin.numpy(), t0.contiguous().numpy(), h.contiguous().numpy(), out.numpy())
         ctx.save_for_backward(x, t0, h)
         ctx.channels_last = channels_last
         b, c, spatial = x.shape[0], x.shape[1], tuple(x.shape[2:])
@@ -174,8 +182,8 @@ class _FusedCubicFeatures(torch.autograd.Function):
             grad = grad_out.contiguous().reshape(x.shape[0], x.shape[1], slots, -1)  # (B, C, S, P)
         xin = _outer_channel_inner(x.detach(), ctx.channels_last)
         grad_x = torch.empty_like(xin)
-        _set_threads()
-        _cubic_backward(xin.numpy(), t0.contiguous().numpy(), h.contiguous().numpy(), grad.numpy(), grad_x.numpy())
+        _launch(_cubic_backward, xin.numpy(), t0.contiguous().numpy(), h.contiguous().numpy(), grad.numpy(),
+                grad_x.numpy())
         if ctx.channels_last:
             grad_x = grad_x.reshape((x.shape[0],) + tuple(x.shape[2:]) + (x.shape[1],)).movedim(-1, 1)
         else:

@@ -66,3 +66,11 @@ def test_fused_rejects_what_it_cannot_do() -> None:
     # bfloat16 (CPU autocast) falls back to the PyTorch path by default.
     y = kan_features(torch.zeros(1, 3, 4, dtype=torch.bfloat16), make_grid((-1.0, 1.0), 5, 3, 3, dtype=torch.bfloat16), 3)
     assert y.dtype == torch.bfloat16 and y.shape == (1, 3, 9, 4)
+
+
+def test_fused_kernels_keep_torch_thread_count() -> None:
+    """Numba's OpenMP pool start-up must not change PyTorch's intra-op thread count."""
+    before = torch.get_num_threads()
+    conv = KANConv(2, 2, 2, kernel_size=3, padding=1)
+    conv(torch.randn(1, 2, 6, 6, requires_grad=True)).sum().backward()
+    assert torch.get_num_threads() == before
