@@ -445,6 +445,8 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
         dice = {}
         if is_main and best_ckpt.is_file():
             dice = dict(load_checkpoint(best_ckpt)["metrics"].get("dice", {}))
+        if dist.is_initialized():
+            dist.barrier()  # leave together: tearing gloo down while a peer still works can abort the process
         return TrainResult(
             output_dir=output,
             best_metric=best_metric,
