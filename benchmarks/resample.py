@@ -54,24 +54,18 @@ def load_dicom_series(folder: Path, inplane: int = 128):
     import nibabel as nib
     import SimpleITK as sitk
 
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
-    img = reader.Execute()
+    from kmunet.data.io import read_dicom_series, sitk_affine_ras
+
+    img = read_dicom_series(folder)
     arr = sitk.GetArrayFromImage(img).astype(np.float32).transpose(2, 1, 0)  # (x, y, z)
-    spacing = np.array(img.GetSpacing(), dtype=np.float64)
-    direction = np.array(img.GetDirection(), dtype=np.float64).reshape(3, 3)
-    origin = np.array(img.GetOrigin(), dtype=np.float64)
+    affine = sitk_affine_ras(img)
     f = arr.shape[0] // inplane
     if f > 1:
         nx, ny = arr.shape[0] // f, arr.shape[1] // f
         arr = arr[: nx * f, : ny * f].reshape(nx, f, ny, f, arr.shape[2]).mean(axis=(1, 3))
         # The first new voxel centre is the mean of the first f x f block's centres.
-        origin = origin + direction[:, :2] @ (spacing[:2] * (f - 1) / 2.0)
-        spacing = spacing * np.array([f, f, 1.0])
-    affine = np.eye(4)
-    affine[:3, :3] = direction * spacing
-    affine[:3, 3] = origin
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # ITK LPS -> nibabel RAS
+        affine[:3, 3] += affine[:3, :2] @ np.full(2, (f - 1) / 2.0)
+        affine[:3, :2] *= f
     return nib.Nifti1Image(arr, affine)
 
 

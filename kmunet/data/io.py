@@ -94,7 +94,7 @@ def _read_raster(path: Path) -> np.ndarray:
     return arr
 
 
-def _sitk_affine_ras(image: Any) -> np.ndarray:
+def sitk_affine_ras(image: Any) -> np.ndarray:
     """4x4 RAS affine of a SimpleITK image (ITK uses LPS)."""
     dim = image.GetDimension()
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)
@@ -163,7 +163,7 @@ def load_array(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
         arr = np.moveaxis(data, list(range(1, dim + 1)), list(range(dim, 0, -1)))
     else:
         arr = data.transpose(tuple(range(dim - 1, -1, -1)))[None]
-    return arr, _sitk_affine_ras(image), arr.shape[0]
+    return arr, sitk_affine_ras(image), arr.shape[0]
 
 
 class KmunetImageReader(ImageReader):
@@ -230,7 +230,7 @@ class KmunetImageReader(ImageReader):
                 arr = data.transpose(tuple(range(dim - 1, -1, -1)))
                 channel_dim = float("nan")
             spatial = arr.shape[:dim]
-            affine = _sitk_affine_ras(obj)
+            affine = sitk_affine_ras(obj)
         meta = {
             MetaKeys.AFFINE: affine,
             MetaKeys.ORIGINAL_AFFINE: affine.copy(),

@@ -295,28 +295,21 @@ def _is_nifti(path: Path) -> bool:
 def _read_dicom(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import SimpleITK as sitk
 
+    from kmunet.data.io import read_dicom_series, sitk_affine_ras
+
     folder = path if path.is_dir() else path.parent
-    reader = sitk.ImageSeriesReader()
-    ids = reader.GetGDCMSeriesIDs(str(folder))
+    ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ())
     if not ids:
         raise ValueError(f"{path}: no DICOM series found")
     if len(ids) > 1:
         raise ValueError(f"{path}: {len(ids)} DICOM series in the folder; pass one series folder")
-    files = reader.GetGDCMSeriesFileNames(str(folder), ids[0])
-    reader.SetFileNames(files)
     try:
-        img = reader.Execute()
+        img = read_dicom_series(folder, ids[0])
     except RuntimeError as err:
         raise ValueError(f"{path}: unreadable DICOM series ({err})") from None
     arr = sitk.GetArrayFromImage(img)  # (z, y, x)
     arr = np.transpose(arr, (2, 1, 0)) if arr.ndim == 3 else arr.T
-    direction = np.asarray(img.GetDirection(), dtype=float).reshape(img.GetDimension(), img.GetDimension())
-    lps = np.eye(4)
-    d = img.GetDimension()
-    lps[:d, :d] = direction * np.asarray(img.GetSpacing(), dtype=float)[None, :]
-    lps[:d, 3] = img.GetOrigin()
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS (ITK) -> RAS (NIfTI)
-    return arr, affine
+    return arr, sitk_affine_ras(img)
 
 
 def load_image(path: str | Path, slice_index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
