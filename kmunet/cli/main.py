@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "demo",
     "validate_data",
     "train",
+    "evaluate",
     "predict",
     "export_nifti",
     "resample",

@@ -28,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-output-in-input", action="store_true", help="permit --output inside --input")
     parser.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass (default: training's)")
     parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: training's)")
+    parser.add_argument("--tta", action="store_true",
+                        help="mirroring test-time augmentation along the axes training flipped (nnU-Net style)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         allow_output_in_input=args.allow_output_in_input,
         sw_batch_size=args.sw_batch_size,
         overlap=args.overlap,
+        tta=args.tta,
         progress=not args.no_progress,
     )
     ok = sum(c.status == "ok" for c in report.cases)

@@ -5,7 +5,7 @@ Public API (see each module for details):
 * :func:`discover_cases`, :func:`split_cases` (:mod:`kmunet.data.discovery`)
 * :func:`preprocessing_params`, :func:`build_preprocessing`, :func:`build_train_transforms`,
   :func:`build_val_transforms` (:mod:`kmunet.data.transforms`)
-* :func:`build_dataloaders` (:mod:`kmunet.data.loaders`)
+* :func:`build_dataloaders`, :func:`build_val_loader` (:mod:`kmunet.data.loaders`)
 * :func:`validate_dataset`, :class:`ValidationReport` (:mod:`kmunet.data.validation`)
 * :func:`make_synthetic_dataset` (:mod:`kmunet.data.synthetic`)
 * :func:`prepare_msd`, :func:`prepare_drive`, :func:`convert_dicom_folder` (:mod:`kmunet.data.prepare`)
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from kmunet.data.discovery import detect_layout, discover_cases, split_cases
 from kmunet.data.io import KmunetImageReader, load_array
-from kmunet.data.loaders import build_dataloaders, make_dataset
+from kmunet.data.loaders import build_dataloaders, build_val_loader, make_dataset
 from kmunet.data.prepare import convert_dicom_folder, download_file, prepare_drive, prepare_msd, safe_extract
 from kmunet.data.synthetic import make_synthetic_dataset
 from kmunet.data.transforms import (
@@ -31,6 +31,7 @@ __all__ = [
     "Problem",
     "ValidationReport",
     "build_dataloaders",
+    "build_val_loader",
     "build_preprocessing",
     "build_train_transforms",
     "build_val_transforms",

@@ -55,6 +55,39 @@ def _item(case: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
     return {"name": case["name"], **{k: case[k] for k in keys if k in case}}
 
 
+def _val_dataset(val_cases: list[dict[str, Any]], config: ExperimentConfig, params: dict[str, Any]) -> Dataset:
+    """Validation dataset of full images (with the FOV masks of DRIVE-like layouts)."""
+    with_fov = bool(val_cases) and all("fov" in c for c in val_cases) and params["layout"] == "drive"
+    val_keys = ("image", "label", "fov") if with_fov else ("image", "label")
+    val_tf = build_val_transforms(config, with_fov=with_fov)
+    return make_dataset([_item(c, val_keys) for c in val_cases], val_tf, config)
+
+
+def build_val_loader(
+    config: ExperimentConfig, cases: list[dict[str, Any]] | None = None
+) -> tuple[DataLoader, list[str]]:
+    """The validation split of :func:`build_dataloaders` alone (nothing of the training split is loaded).
+
+    Same seeded split (``data.seed``, ``data.val_fraction`` or ``data.fold``) and the same batches as
+    the validation loader of :func:`build_dataloaders`.
+
+    Returns:
+        ``(loader, names)``: batch size 1 loader and the validation case names.
+
+    Raises:
+        ValueError: no labelled validation case.
+    """
+    params = preprocessing_params(config)
+    if cases is None:
+        cases = discover_cases(config.data)
+    _, val_cases = split_cases([c for c in cases if c.get("label")], config.data)
+    if not val_cases:
+        raise ValueError(f"no labelled validation case among {len(cases)} cases (data.val_fraction / data.fold)")
+    loader = DataLoader(_val_dataset(val_cases, config, params), batch_size=1, shuffle=False,
+                        num_workers=config.data.num_workers)
+    return loader, [c["name"] for c in val_cases]
+
+
 def build_dataloaders(
     config: ExperimentConfig,
     rank: int = 0,
@@ -105,14 +138,10 @@ def build_dataloaders(
     train_cases, val_cases = split_cases(labelled, config.data)
     if not train_cases:
         raise ValueError(f"no labelled training case among {len(cases)} cases")
-    with_fov = bool(val_cases) and all("fov" in c for c in val_cases) and params["layout"] == "drive"
-    val_keys = ("image", "label", "fov") if with_fov else ("image", "label")
-
     train_tf = build_train_transforms(config)
     train_tf.set_random_state(seed=config.train.seed + rank)
-    val_tf = build_val_transforms(config, with_fov=with_fov)
     train_ds = make_dataset([_item(c, ("image", "label")) for c in train_cases], train_tf, config)
-    val_ds = make_dataset([_item(c, val_keys) for c in val_cases], val_tf, config)
+    val_ds = _val_dataset(val_cases, config, params)
 
     workers = config.data.num_workers
     generator = torch.Generator().manual_seed(config.train.seed + rank)

@@ -124,7 +124,8 @@ def preprocessing_params(config: ExperimentConfig) -> dict[str, Any]:
     Keys: ``version``, ``spatial_dims``, ``in_channels``, ``num_classes``, ``class_names``,
     ``layout``, ``orientation`` (``None`` in 2D), ``target_spacing`` (list or ``None``),
     ``normalization``, ``ct_window``, ``raster_scale`` (divide raster images by this, DRIVE: 255, else
-    ``None``), ``binarize_masks`` (DRIVE 0/255 masks -> 0/1), ``patch_size``.
+    ``None``), ``binarize_masks`` (DRIVE 0/255 masks -> 0/1), ``patch_size``, ``mirror_axes`` (the axes training
+    flipped: safe for mirroring test-time augmentation).
 
     Raises:
         ValueError: invalid data settings (see :func:`check_data_config`).
@@ -146,6 +147,7 @@ def preprocessing_params(config: ExperimentConfig) -> dict[str, Any]:
         "raster_scale": 255.0 if layout == "drive" else None,
         "binarize_masks": layout == "drive",
         "patch_size": [int(p) for p in d.patch_size],
+        "mirror_axes": [int(a) for a in d.flip_axes],
     }
 
 

@@ -160,6 +160,7 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Lo
     except (RuntimeError, KeyError, TypeError) as err:
         raise ValueError(f"{checkpoint}: weights do not match the stored network config ({str(err).splitlines()[0]})") from None
     params = dict(ckpt.get("preprocessing") or preprocessing_params(config))
+    params.setdefault("mirror_axes", [int(a) for a in config.data.flip_axes])  # older checkpoints did not store it
     names = list(ckpt.get("class_names") or params.get("class_names") or config.data.class_names)
     return LoadedModel(model, params, names, int(config.train.sw_batch_size), float(config.train.sw_overlap))
 
@@ -202,6 +203,7 @@ def predict_image(
     sw_batch_size: int = 4,
     overlap: float = 0.25,
     transforms: Any = None,
+    mirror_axes: Sequence[int] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predict one loaded image and map the result back onto its input grid.
 
@@ -213,14 +215,17 @@ def predict_image(
         sw_batch_size: windows per forward pass.
         overlap: window overlap.
         transforms: precomputed :func:`inference_transforms` (built from ``params`` if ``None``).
+        mirror_axes: spatial axes (of the preprocessed array) for mirroring test-time augmentation;
+            ``()`` for none. See :func:`kmunet.inference.tta.sliding_window_probabilities`.
 
     Returns:
         ``(mask, probabilities)``: ``uint8`` labels of the input's spatial shape and float32 softmax
         maps ``(K, *spatial)`` on the same grid.
     """
     from monai.data import MetaTensor
-    from monai.inferers import sliding_window_inference
     from monai.transforms import Invertd
+
+    from kmunet.inference.tta import sliding_window_probabilities
 
     pre = transforms if transforms is not None else inference_transforms(params)
     data = pre({"image": _to_meta_tensor(image)})
@@ -229,12 +234,10 @@ def predict_image(
     dev = torch.device(device)
     with torch.inference_mode():
         batch = x.as_tensor()[None].to(dev, dtype=torch.float32)
-        logits = sliding_window_inference(
-            batch, roi, int(sw_batch_size), predictor, overlap=float(overlap), sw_device=dev, device=torch.device("cpu")
-        )
-        if isinstance(logits, (tuple, list, dict)):
-            raise TypeError(f"predictor must return one logits tensor, got {type(logits).__name__}")
-        probs = torch.softmax(torch.as_tensor(logits).float(), dim=1)[0].cpu()
+        probs = sliding_window_probabilities(
+            batch, roi, int(sw_batch_size), predictor, overlap=float(overlap), mirror_axes=mirror_axes,
+            sw_device=dev, device=torch.device("cpu"),
+        )[0].cpu()
     data["pred"] = MetaTensor(probs, meta=dict(x.meta))
     inverted = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True)(data)
     back = torch.as_tensor(inverted["pred"]).float().numpy()
@@ -290,6 +293,7 @@ def predict_folder(
     class_names: Sequence[str] | None = None,
     sw_batch_size: int | None = None,
     overlap: float | None = None,
+    tta: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> PredictReport:
@@ -311,6 +315,9 @@ def predict_folder(
             else ``class_<k>``).
         sw_batch_size: windows per forward pass (default: the training config's).
         overlap: sliding-window overlap (default: the training config's).
+        tta: mirroring test-time augmentation along the axes training flipped (the checkpoint's
+            ``preprocessing["mirror_axes"]``, i.e. its ``data.flip_axes``), as nnU-Net does; costs
+            ``2 ** len(axes)`` network passes per window.
         progress: show a tqdm bar on stderr.
         log: where one-line errors go (default: print to stderr).
 
@@ -352,6 +359,12 @@ def predict_folder(
     if not 0.0 <= ov < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {ov}")
     transforms = inference_transforms(params)
+    mirror_axes: list[int] = []
+    if tta:
+        if params.get("mirror_axes") is None:
+            raise ValueError("tta needs the axes the model was trained to be flip-invariant to: "
+                             "preprocessing['mirror_axes'] is missing")
+        mirror_axes = [int(a) for a in params["mirror_axes"]]
 
     out.mkdir(parents=True, exist_ok=True)
     all_cases, skipped = discover_cases(src, exclude=out)
@@ -388,7 +401,7 @@ def predict_folder(
             res.shape = [int(s) for s in image.spatial_shape]
             res.spacing = [float(z) for z in zooms]
             mask, probs = predict_image(image, loaded.predictor, params, device=dev, sw_batch_size=sw,
-                                        overlap=ov, transforms=transforms)
+                                        overlap=ov, transforms=transforms, mirror_axes=mirror_axes)
             names = loaded.class_names or [f"class_{k}" for k in range(probs.shape[0])]
             voxel = float(abs(np.linalg.det(image.affine[:3, :3])))
             res.volumes_mm3 = {

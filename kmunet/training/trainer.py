@@ -18,7 +18,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -84,11 +84,17 @@ def _all_reduce(t: torch.Tensor, world_size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def _evaluate_sums(
-    model: nn.Module, loader: Iterable[dict], config: ExperimentConfig, device: torch.device, amp: AmpSettings
+    model: nn.Module,
+    loader: Iterable[dict],
+    config: ExperimentConfig,
+    device: torch.device,
+    amp: AmpSettings,
+    mirror_axes: Sequence[int] = (),
 ) -> torch.Tensor:
     """Per-class sums of per-case Dice and case counts, then FOV TP/FP/FN: ``(2 * (C - 1) + 3,)`` float64."""
-    from monai.inferers import sliding_window_inference
     from monai.metrics import compute_dice
+
+    from kmunet.inference.tta import sliding_window_probabilities
 
     num_classes = config.network.out_channels
     sums = torch.zeros(2 * (num_classes - 1) + 3, dtype=torch.float64)
@@ -97,11 +103,12 @@ def _evaluate_sums(
         image = batch["image"].to(device)
         label = batch["label"].to(device).long()
         with torch.autocast(device.type, dtype=amp.dtype or torch.float32, enabled=amp.dtype is not None):
-            logits = sliding_window_inference(
-                image, tuple(config.data.patch_size), config.train.sw_batch_size, model, overlap=config.train.sw_overlap
+            probs = sliding_window_probabilities(
+                image, tuple(config.data.patch_size), config.train.sw_batch_size, model,
+                overlap=config.train.sw_overlap, mirror_axes=mirror_axes,
             )
-        pred = logits.float().argmax(1, keepdim=True)
-        onehot_pred = torch.zeros_like(logits, dtype=torch.float32).scatter_(1, pred, 1.0)
+        pred = probs.argmax(1, keepdim=True)
+        onehot_pred = torch.zeros_like(probs).scatter_(1, pred, 1.0)
         onehot_label = torch.zeros_like(onehot_pred).scatter_(1, label, 1.0)
         dice = compute_dice(onehot_pred, onehot_label, include_background=False)  # (B, C - 1), NaN for empty
         valid = torch.isfinite(dice)
@@ -133,14 +140,24 @@ def evaluate(
     config: ExperimentConfig,
     device: torch.device | str = "cpu",
     amp: AmpSettings = AmpSettings(None, False),
+    mirror_axes: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Per-class Dice (MONAI ``compute_dice`` on argmax predictions from ``sliding_window_inference``).
+
+    Args:
+        model: the network (put in eval mode).
+        loader: validation batches (``image``, ``label``, optionally ``fov``) with batch size 1.
+        config: the experiment config (patch size, sliding-window settings, class names).
+        device: where the network runs.
+        amp: mixed-precision settings.
+        mirror_axes: spatial axes for mirroring test-time augmentation (``()``: none); see
+            :func:`kmunet.inference.tta.sliding_window_probabilities`.
 
     Returns:
         ``{"dice": {class: mean over cases}, "mean_dice": float}`` and, for 2-class tasks whose loader
         yields a field-of-view mask (DRIVE), ``"f1_fov"``: pixel F1 of the foreground inside the FOV.
     """
-    sums = _evaluate_sums(model, loader, config, torch.device(device), amp)
+    sums = _evaluate_sums(model, loader, config, torch.device(device), amp, mirror_axes)
     return _metrics_from_sums(sums, list(config.data.class_names))
 
 

@@ -185,3 +185,42 @@ def test_oblique_dicom_series_round_trip(tmp_path: Path) -> None:
     np.testing.assert_allclose(mask.GetDirection(), ref.GetDirection(), atol=1e-5)
     np.testing.assert_allclose(ref.GetDirection(), _ROT.flatten(), atol=1e-5)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), (sitk.GetArrayFromImage(ref) > 500).astype(np.uint8))
+
+
+def test_mirroring_tta_keeps_geometry_and_needs_mirror_axes(tmp_path: Path) -> None:
+    data = make_volume()
+    affine = np.diag([1.2, 0.9, 2.0, 1.0])
+    affine[:3, 3] = [-10.0, 5.0, 3.0]
+    inp = tmp_path / "in"
+    inp.mkdir()
+    save_nifti(inp / "vol.nii.gz", data, affine)
+    with pytest.raises(ValueError, match="mirror_axes"):
+        predict_folder(inp, tmp_path / "none", predictor=threshold_predictor, preprocessing=PARAMS,
+                       device="cpu", progress=False, tta=True)
+    params = dict(PARAMS, mirror_axes=[0, 2])
+    plain = predict_folder(inp, tmp_path / "plain", predictor=threshold_predictor, preprocessing=params,
+                           device="cpu", progress=False, save_probabilities=True)
+    tta = predict_folder(inp, tmp_path / "tta", predictor=threshold_predictor, preprocessing=params,
+                         device="cpu", progress=False, save_probabilities=True, tta=True)
+    assert plain.exit_code == tta.exit_code == 0
+    out = nib.load(str(tmp_path / "tta" / "vol.nii.gz"))
+    np.testing.assert_allclose(out.affine, affine, atol=1e-6)
+    # The threshold predictor is pointwise, so mirroring must give back exactly the same maps.
+    p_plain = np.asarray(nib.load(str(tmp_path / "plain" / "vol_probabilities.nii.gz")).dataobj)
+    p_tta = np.asarray(nib.load(str(tmp_path / "tta" / "vol_probabilities.nii.gz")).dataobj)
+    np.testing.assert_allclose(p_tta, p_plain, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(out.dataobj), np.asarray(nib.load(str(tmp_path / "plain" / "vol.nii.gz")).dataobj))
+
+
+def test_checkpoint_mirror_axes_come_from_training_flips(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import torch
+
+    from kmunet.inference import load_model
+    from tests.inference.conftest import make_tiny_checkpoint
+
+    assert load_model(tiny_checkpoint).preprocessing["mirror_axes"] == [0]
+    # Checkpoints written before "mirror_axes" existed fall back to the stored config's data.flip_axes.
+    old = dict(torch.load(tiny_checkpoint, weights_only=True)["preprocessing"])
+    del old["mirror_axes"]
+    legacy = make_tiny_checkpoint(tmp_path / "legacy.pt", {"preprocessing": old})
+    assert load_model(legacy).preprocessing["mirror_axes"] == [0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,14 @@ import torch
 
 from kmunet.config import ExperimentConfig, apply_overrides, load_config
 from kmunet.data import make_synthetic_dataset
-from kmunet.training import amp_settings, load_checkpoint, lr_factor, model_from_checkpoint, train
+from kmunet.training import (
+    amp_settings,
+    evaluate_checkpoint,
+    load_checkpoint,
+    lr_factor,
+    model_from_checkpoint,
+    train,
+)
 from kmunet.training.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,6 +73,25 @@ def test_two_epochs_write_loadable_checkpoints_and_logs(tiny_data: Path, tmp_pat
     assert model(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
     assert load_config(tmp_path / "run" / "config.yaml").network == cfg.network
     assert not list((tmp_path / "run").glob(".*tmp*"))
+
+    # `kmunet evaluate` rebuilds the same validation split and reproduces the best epoch's score.
+    best_row = next(r for r in result.history if r["epoch"] == result.best_epoch)
+    scores = evaluate_checkpoint(tmp_path / "run" / "best.pt", output=tmp_path / "eval.json")
+    assert scores["mean_dice"] == pytest.approx(best_row["val_mean_dice"], abs=1e-6)
+    assert scores["epoch"] == result.best_epoch and len(scores["cases"]) == 2 and not scores["tta"]
+    assert json.loads((tmp_path / "eval.json").read_text())["mean_dice"] == pytest.approx(scores["mean_dice"])
+    mirrored = evaluate_checkpoint(tmp_path / "run" / "best.pt", tta=True)
+    assert mirrored["mirror_axes"] == [0] and 0.0 <= mirrored["mean_dice"] <= 1.0
+
+
+def test_evaluate_checkpoint_rejects_missing_data(tiny_data: Path, tmp_path: Path) -> None:
+    from kmunet.cli.main import main
+
+    train(tiny_config(tiny_data, tmp_path / "run", "train.epochs=1"))
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        evaluate_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "nowhere")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(tmp_path / "nowhere")]) == 1
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--tta"]) == 0
 
 
 def test_resume_reproduces_uninterrupted_run_exactly(tiny_data: Path, tmp_path: Path) -> None:

@@ -1,0 +1,40 @@
+"""``kmunet evaluate``: Dice (and DRIVE's F1 in the FOV) of a checkpoint on its validation split."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``evaluate`` sub-parser."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a checkpoint on the validation split it was trained with (optionally with mirroring TTA)",
+        description=(
+            "Rebuild the validation split stored in the checkpoint's config and report per-class Dice "
+            "(and the vessel F1 inside the field of view for DRIVE). --tta averages the softmax over mirror "
+            "images along the axes training flipped (data.flip_axes), as nnU-Net does."
+        ),
+    )
+    parser.add_argument("--checkpoint", required=True, help="kmunet checkpoint (best.pt / last.pt)")
+    parser.add_argument("--data", default=None, help="dataset folder (default: the checkpoint config's data.root)")
+    parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run the network")
+    parser.add_argument("--output", default=None, help="also write the result as JSON to this file")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``kmunet evaluate``; prints one line per metric; returns 0."""
+    from kmunet.training.evaluation import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, args.data, tta=args.tta, device=args.device, output=args.output)
+    tta = f"mirroring TTA over axes {result['mirror_axes']}" if result["tta"] else "no TTA"
+    print(f"{result['checkpoint']} (epoch {result['epoch']}), {len(result['cases'])} validation cases, {tta}, "
+          f"{result['seconds']:.1f} s")
+    for name, value in result["dice"].items():
+        print(f"  Dice {name:20s} {value:.4f}")
+    print(f"  mean Dice {'':15s} {result['mean_dice']:.4f}")
+    if "f1_fov" in result:
+        print(f"  F1 inside FOV {'':11s} {result['f1_fov']:.4f}")
+    return 0
