@@ -13,10 +13,11 @@ Data (read-only, ``../shared/data``):
 * one DICOM MR series (``dicom_mr/Study1``, T2, 512 x 512 x 22) read with SimpleITK and averaged in-plane
   to 128 x 128 (axis 2 = slices).
 
-The first ``--inr`` model (default SIREN) is scored on every case, ``--compare-inr`` models (default
-Fourier features, WIRE, KAN; ``--compare-iterations`` steps) on the first hippocampus case at factor 2
-only, to fit a CPU budget. Also times one
-scan-specific INR resampling of a 64^3 volume (factor 2 along one axis).
+The first ``--inr`` model (default SIREN) is scored on every case, with the default per-axis coordinate
+scaling (``inr-siren``) and in isotropic world coordinates (``inr-siren-world``, unless ``--no-world``);
+``--compare-inr`` models (default Fourier features, WIRE, KAN; ``--compare-iterations`` steps) on the
+first hippocampus case at factor 2 only, to fit a CPU budget. Also times one scan-specific INR
+resampling of a 64^3 volume (factor 2 along one axis).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/resample.py [--quick] [--prior checkpoints/resampler_hippocampus.pt]``.
 """
@@ -134,6 +135,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compare-iterations", type=int, default=300, help="steps of the --compare-inr models")
     parser.add_argument("--series", default="37916-T2reg-88910", help="DICOM series folder in dicom_mr/Study1")
     parser.add_argument("--no-dicom", action="store_true")
+    parser.add_argument("--no-world", action="store_true",
+                        help="skip the first INR in isotropic world coordinates (scaled_coordinates=False)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
@@ -162,6 +165,9 @@ def main(argv=None) -> int:
     iterations = args.iterations if args.iterations is not None else (150 if args.quick else None)
     methods = [("linear", {"method": "linear"}), ("bspline", {"method": "bspline"})]
     methods += [(f"inr-{m}", {"method": "inr", "inr": m, "iterations": iterations}) for m in args.inr]
+    if not args.no_world:  # the same INR fitted in isotropic world coordinates (no per-axis scaling)
+        methods += [(f"inr-{m}-world", {"method": "inr", "inr": m, "iterations": iterations, "scaled_coordinates": False})
+                    for m in args.inr[:1]]
     if prior is not None:
         methods.append(("prior", {"prior": prior}))
     compare_its = iterations if args.quick else args.compare_iterations

@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--seed", type=int, default=0, help="INR seed (default 0)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar while fitting")
+    parser.add_argument("--world-coordinates", action="store_true",
+                        help="fit the INR in isotropic world coordinates (default: each axis' coordinate is divided "
+                             "by its upsampling factor, lowering the bandwidth along upsampled axes)")
     parser.set_defaults(func=run)
 
 
@@ -71,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         origin, u, v = args.plane[:3], args.plane[3:6], args.plane[6:]
         image = resample_plane(args.input, origin, u, v, args.plane_size, args.plane_spacing, **common)
     else:
-        image = resample_volume(args.input, spacing=args.spacing, factor=args.factor, axis=args.axis, **common)
+        image = resample_volume(args.input, spacing=args.spacing, factor=args.factor, axis=args.axis,
+                                scaled_coordinates=not args.world_coordinates, **common)
     with atomic_path(output) as tmp:
         nib.save(image, str(tmp))
     zooms = ", ".join(f"{z:.4g}" for z in image.header.get_zooms()[:3])

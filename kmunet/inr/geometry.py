@@ -12,7 +12,7 @@ SimpleITK's resampling does) and covers the input's extent: along each axis
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -100,32 +100,53 @@ class Grid:
 
 @dataclass(frozen=True)
 class Normalization:
-    """Isotropic map of world coordinates to the unit box: ``unit = (world - center) / scale``.
+    """Linear map of world coordinates to the unit box: ``unit = matrix @ (world - center) / scale``.
 
-    Built from the world bounding box of the input's voxel centres (:func:`normalization_for`): the box
-    centre goes to 0 and its largest half-extent to 1, so every input voxel lies in ``[-1, 1]^3`` and the
-    physical metric is preserved (one scale for all axes).
+    Built by :func:`normalization_for` from the input's voxel centres: ``center`` is the centre of their
+    world bounding box and ``scale`` their largest coordinate after ``matrix``, so every input voxel lies
+    in ``[-1, 1]^3``. With the default identity ``matrix`` the physical metric is preserved (one scale
+    for all axes); otherwise ``matrix`` compresses world space along chosen voxel-axis directions.
     """
 
     center: np.ndarray
     scale: float
+    matrix: np.ndarray = field(default_factory=lambda: np.eye(3))
 
     def to_unit(self, world: np.ndarray) -> np.ndarray:
-        return (np.asarray(world, dtype=np.float64) - self.center) / self.scale
+        return (np.asarray(world, dtype=np.float64) - self.center) @ np.asarray(self.matrix).T / self.scale
 
     def to_world(self, unit: np.ndarray) -> np.ndarray:
-        return np.asarray(unit, dtype=np.float64) * self.scale + self.center
+        return np.asarray(unit, dtype=np.float64) * self.scale @ np.linalg.inv(self.matrix).T + self.center
 
     def as_dict(self) -> dict:
-        return {"center": [float(c) for c in self.center], "scale": float(self.scale)}
+        return {"center": [float(c) for c in self.center], "scale": float(self.scale),
+                "matrix": np.asarray(self.matrix, dtype=float).tolist()}
 
 
-def normalization_for(grid: Grid) -> Normalization:
-    """The :class:`Normalization` of ``grid``'s world bounding box (voxel centres)."""
+def normalization_for(grid: Grid, compression: Sequence[float] | None = None) -> Normalization:
+    """The :class:`Normalization` of ``grid``'s voxel centres.
+
+    Args:
+        grid: the input grid.
+        compression: optional ``(3,)`` factors ``c_i >= 1``: world space is shrunk by ``c_i`` along the
+            direction of voxel axis ``i`` before normalising (``matrix = D diag(1 / c) D^-1`` with ``D``
+            the grid's unit directions), which lowers a coordinate network's bandwidth along that axis by
+            ``c_i`` relative to the others. ``None`` (or all ones): isotropic, metric-preserving.
+
+    Raises:
+        ValueError: ``compression`` not three finite values >= 1.
+    """
+    matrix = np.eye(3)
+    if compression is not None:
+        c = np.asarray(compression, dtype=np.float64).reshape(-1)
+        if c.shape != (3,) or not np.all(np.isfinite(c)) or np.any(c < 1.0):
+            raise ValueError(f"compression must be three finite factors >= 1, got {compression!r}")
+        d = grid.direction
+        matrix = d @ np.diag(1.0 / c) @ np.linalg.inv(d)
     corners = grid.corners_world()
-    lo, hi = corners.min(axis=0), corners.max(axis=0)
-    half = float(np.max(hi - lo)) / 2.0
-    return Normalization(center=(lo + hi) / 2.0, scale=half if half > 0 else 1.0)
+    center = (corners.min(axis=0) + corners.max(axis=0)) / 2.0
+    half = float(np.abs((corners - center) @ matrix.T).max())
+    return Normalization(center=center, scale=half if half > 0 else 1.0, matrix=matrix)
 
 
 def grid_from_image(image) -> Grid:

@@ -160,6 +160,7 @@ def fit_inr(
     progress: bool = False,
     model_kwargs: dict[str, Any] | None = None,
     mask: np.ndarray | None = None,
+    compression: Sequence[float] | None = None,
 ) -> FittedINR:
     """Fit a scan-specific INR to a volume in world coordinates.
 
@@ -174,6 +175,10 @@ def fit_inr(
         progress: tqdm progress bar.
         model_kwargs: overrides of the model arguments in :data:`INR_DEFAULTS`.
         mask: optional boolean ``(X, Y, Z)``; only voxels where it is true are fitted (e.g. kept slices).
+        compression: optional per-voxel-axis factors ``>= 1`` by which world space is shrunk along that
+            axis before normalisation (:func:`kmunet.inr.geometry.normalization_for`): the network's
+            bandwidth along the axis drops by the factor. :func:`resample_volume` passes the upsampling
+            factor of each axis.
     """
     from kmunet.inr.fit import fit_coordinates
     from kmunet.inr.models import INR_MODELS, build_inr
@@ -184,7 +189,7 @@ def fit_inr(
         raise ValueError(f"unknown INR model {inr!r}; valid: {list(INR_MODELS)}")
     image, data = load_volume(image)
     grid = grid_from_image(image)
-    norm = normalization_for(grid)
+    norm = normalization_for(grid, compression)
     lo, hi = float(data.min()), float(data.max())
     scale = hi - lo if hi > lo else 1.0
     dev = resolve_device(device)
@@ -297,6 +302,7 @@ def resample_volume(
     seed: int = 0,
     prior: str | Path | None = None,
     progress: bool = False,
+    scaled_coordinates: bool = True,
     **inr_options: Any,
 ):
     """Resample a 3-D volume to a new voxel size.
@@ -313,6 +319,11 @@ def resample_volume(
         seed: INR seed.
         prior: checkpoint of a learned resampler (:func:`kmunet.inr.prior.train_resampler`).
         progress: progress bar while fitting.
+        scaled_coordinates: for ``method="inr"``, divide the coordinate along each voxel axis by that
+            axis' upsampling factor (``max(old spacing / new spacing, 1)``) before fitting, so the
+            network's bandwidth along an upsampled axis is lowered in proportion to its coarser sampling
+            (e.g. 4x fewer slices -> 4x lower through-plane bandwidth; the INR then interpolates smoothly
+            between slices instead of oscillating). ``False``: isotropic world coordinates.
         **inr_options: passed to :func:`fit_inr` (``lr``, ``batch_size``, ``model_kwargs``).
 
     Returns:
@@ -326,6 +337,8 @@ def resample_volume(
     image, data = load_volume(image)
     in_grid = grid_from_image(image)
     out_grid = resampled_grid(in_grid, spacing=spacing, factor=factor, axis=axis)
+    if key == "inr" and scaled_coordinates:
+        inr_options["compression"] = np.maximum(in_grid.spacing / out_grid.spacing, 1.0)
     out = _resample_on_grid(image, data, in_grid, out_grid, key, inr=inr, iterations=iterations, device=device,
                             seed=seed, prior=prior, progress=progress, **inr_options)
     return _output_image(image, out, out_grid.affine)

@@ -87,6 +87,24 @@ def test_normalization_maps_voxels_into_unit_box(name: str) -> None:
     np.testing.assert_allclose(grid.world_to_index(grid.world_points()), grid.voxel_indices(), atol=1e-9)
 
 
+@pytest.mark.parametrize("name", list(AFFINES))
+def test_compressed_normalization_shrinks_one_voxel_axis(name: str) -> None:
+    grid = Grid((9, 11, 7), AFFINES[name])
+    iso, comp = normalization_for(grid), normalization_for(grid, (1.0, 1.0, 4.0))
+    unit = comp.to_unit(grid.world_points())
+    assert np.abs(unit).max() == pytest.approx(1.0)
+    np.testing.assert_allclose(comp.to_world(unit), grid.world_points(), atol=1e-9)
+    # One voxel step along axes 0 and 2, measured in unit coordinates relative to world millimetres:
+    steps = grid.index_to_world(np.array([[1.0, 0, 0], [0, 0, 1.0]])) - grid.index_to_world(np.zeros((1, 3)))
+    d_unit = np.linalg.norm(comp.to_unit(steps + comp.center) , axis=1) * comp.scale
+    np.testing.assert_allclose(d_unit, np.linalg.norm(steps, axis=1) / [1.0, 4.0], rtol=1e-9)
+    np.testing.assert_allclose(normalization_for(grid, (1, 1, 1)).to_unit(grid.world_points()),
+                               iso.to_unit(grid.world_points()), atol=1e-12)
+    for bad in ((1.0, 1.0), (0.5, 1.0, 1.0), (1.0, float("nan"), 1.0)):
+        with pytest.raises(ValueError, match="compression"):
+            normalization_for(grid, bad)
+
+
 def _ramp_image(name: str, shape=(9, 11, 7)) -> tuple[nib.Nifti1Image, np.ndarray]:
     affine = AFFINES[name]
     grid = Grid(shape, affine)
@@ -140,6 +158,21 @@ def test_inr_resampling_runs_and_fits() -> None:
     assert np.isfinite(data).all()
     # Even output slices coincide with input slices.
     assert np.abs(data[..., ::2] - ref).mean() < 0.05 * (ref.max() - ref.min())
+    # Isotropic world coordinates (the opt-out) give the same geometry and also fit.
+    world = resample_volume(img, factor=2, axis=2, method="inr", inr="siren", iterations=150, device="cpu", seed=0,
+                            model_kwargs={"hidden_features": 32, "hidden_layers": 1}, scaled_coordinates=False)
+    np.testing.assert_allclose(world.affine, new.affine, atol=1e-5)
+    assert np.abs(np.asarray(world.dataobj)[..., ::2] - ref).mean() < 0.05 * (ref.max() - ref.min())
+    assert not np.allclose(np.asarray(world.dataobj), data)
+
+
+def test_scaled_coordinates_follow_the_upsampling_factor() -> None:
+    img = _smooth_volume()
+    fitted = fit_inr(img, inr="siren", iterations=1, device="cpu", compression=(1.0, 1.0, 3.0),
+                     model_kwargs={"hidden_features": 8, "hidden_layers": 1})
+    direction = fitted.grid.direction
+    # The map shrinks voxel axis 2 by 3 and leaves axes 0 and 1 alone.
+    np.testing.assert_allclose(fitted.normalization.matrix @ direction, direction @ np.diag([1.0, 1.0, 1 / 3]), atol=1e-12)
 
 
 def test_sample_points_and_plane() -> None:
