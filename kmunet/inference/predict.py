@@ -6,7 +6,8 @@ Pipeline for each case (one at a time, so memory stays bounded by the largest ca
    ``ImageSeriesReader`` for DICOM series) into a channel-first ``MetaTensor`` with its RAS affine;
 2. run the checkpoint's preprocessing (:func:`kmunet.data.build_preprocessing` from the
    ``"preprocessing"`` dict stored in the checkpoint, without its file-loading steps);
-3. ``monai.inferers.sliding_window_inference`` with the training patch size, softmax;
+3. ``monai.inferers.sliding_window_inference`` with the training patch size, softmax (averaged over
+   mirror images with ``tta=True``: :func:`kmunet.inference.tta.sliding_window_probabilities`);
 4. ``monai.transforms.Invertd`` maps the probabilities back to the input grid, argmax gives the
    ``uint8`` label mask, written atomically with the input's geometry.
 
