@@ -172,6 +172,8 @@ class TrainConfig:
         seed: global training seed.
         deterministic: ask PyTorch for deterministic algorithms.
         output_dir: where checkpoints, logs and curves go.
+        init_from: a kmunet checkpoint whose weights initialise the network (fine-tuning: the
+            optimizer, schedule and epoch count start afresh); its network must match ``network``.
     """
 
     epochs: int = 100
@@ -196,6 +198,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     output_dir: str = "runs/experiment"
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)

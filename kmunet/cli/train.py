@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="overrides train.epochs")
     parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="overrides train.device")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
+    parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                        help="fine-tune: start from this checkpoint's weights (overrides train.init_from)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. --set train.lr=0.001 (repeatable)")
     parser.set_defaults(func=run)
@@ -38,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"train.epochs={args.epochs}")
     if args.device is not None:
         overrides.append(f"train.device={args.device}")
+    if args.init_from is not None:
+        overrides.append(f"train.init_from={args.init_from}")
     config = load_config(args.config, overrides + list(args.overrides))
     result = train(config, resume=args.resume)
     if result.best_epoch > 0:

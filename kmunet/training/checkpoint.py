@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from kmunet.config import ExperimentConfig, from_dict
+from kmunet.config import ExperimentConfig, from_dict, to_dict
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -29,6 +29,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "model_from_checkpoint",
+    "init_weights_from",
     "rng_state",
     "set_rng_state",
 ]
@@ -95,6 +96,34 @@ def model_from_checkpoint(
     model = build_network(config.network)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), config
+
+
+def init_weights_from(model: nn.Module, checkpoint: str | Path, network: Any) -> int:
+    """Initialise ``model`` with the weights of a kmunet checkpoint (fine-tuning).
+
+    Args:
+        model: the freshly built network of ``network``.
+        checkpoint: path of a kmunet checkpoint (``best.pt``, ``last.pt`` or a shipped model).
+        network: the :class:`~kmunet.config.NetworkConfig` ``model`` was built from.
+
+    Returns:
+        The epoch the checkpoint was saved at (``-1`` when it does not say).
+
+    Raises:
+        FileNotFoundError: the checkpoint does not exist.
+        ValueError: not a kmunet checkpoint, or its weights do not fit ``model`` (the message names the
+            file and the network settings that differ).
+    """
+    ckpt = load_checkpoint(checkpoint)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        saved = ckpt["config"].get("network", {})
+        ours = to_dict(network)
+        differ = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+        detail = f"network settings differ: {', '.join(differ)}" if differ else str(err).splitlines()[0]
+        raise ValueError(f"{checkpoint}: weights do not fit this network ({detail})") from None
+    return int(ckpt.get("epoch", -1))
 
 
 def rng_state() -> dict[str, Any]:

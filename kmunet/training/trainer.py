@@ -31,6 +31,7 @@ from kmunet.runtime import resolve_device, tune_cpu_allocator
 from kmunet.training.checkpoint import (
     CHECKPOINT_FORMAT,
     FORMAT_VERSION,
+    init_weights_from,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -325,6 +326,10 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             model.load_state_dict(ckpt["state_dict"])
             start_epoch, step = ckpt["epoch"] + 1, ckpt["step"]
             best_metric, best_epoch, history = ckpt["best_metric"], ckpt["best_epoch"], list(ckpt["history"])
+        elif tc.init_from:
+            init_epoch = init_weights_from(model, tc.init_from, config.network)
+            if is_main:
+                print(f"initialised from {tc.init_from} (epoch {init_epoch}); optimizer and schedule start afresh")
         opt, sched = _make_optimizer(model, config, total_steps, warmup_steps, step)
         if ckpt is not None:
             opt.load_state_dict(ckpt["optimizer"])

@@ -107,6 +107,25 @@ def test_resume_reproduces_uninterrupted_run_exactly(tiny_data: Path, tmp_path: 
     assert resumed.epochs_run == 1
 
 
+def test_init_from_starts_from_the_checkpoint_weights(tiny_data: Path, tmp_path: Path) -> None:
+    source = train(tiny_config(tiny_data, tmp_path / "source", "train.epochs=1"))
+    # lr 0: the fine-tuning run must end exactly where the source checkpoint's weights are.
+    tuned = train(tiny_config(tiny_data, tmp_path / "tuned", "train.epochs=1", "train.lr=0.0",
+                              f"train.init_from={source.best_checkpoint}"))
+    a = load_checkpoint(source.best_checkpoint)
+    b = load_checkpoint(tuned.last_checkpoint)
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    assert b["config"]["train"]["init_from"] == str(source.best_checkpoint)
+    assert b["epoch"] == 0  # a fresh run: epochs, optimizer and schedule start afresh
+
+    with pytest.raises(ValueError, match=r"source.*best\.pt: weights do not fit this network.*channels"):
+        train(tiny_config(tiny_data, tmp_path / "wide", "network.channels=[8, 16]",
+                          f"train.init_from={source.best_checkpoint}"))
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        train(tiny_config(tiny_data, tmp_path / "none", f"train.init_from={tmp_path / 'missing.pt'}"))
+
+
 def _run_until(config: ExperimentConfig, stop_after: int) -> None:
     """Train ``config`` but stop (as a crash would) after ``stop_after`` epochs."""
     import kmunet.training.trainer as trainer

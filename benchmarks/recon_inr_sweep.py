@@ -1,0 +1,68 @@
+"""INR reconstruction settings sweep: SIREN iterations x TV weight on the cases of ``benchmarks/recon.py``.
+
+Same data, masks (1D random, seed 0; R = 4 with centre fraction 0.08, R = 8 with 0.04), coil maps and
+references as ``benchmarks/recon.py``; prints the PSNR of the magnitude and the seconds of each fit. It
+measures how far the INR gets with a larger step budget and a TV weight chosen per case against the
+reference (the same per-case tuning the CS baselines get in ``benchmarks/recon.py``).
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/recon_inr_sweep.py twix`` (or ``t2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kmunet.mri import make_mask
+from kmunet.mri.coils import estimate_sensitivities
+from kmunet.mri.io import kspace_from_image, load_image, load_kspace
+from kmunet.mri.metrics import all_metrics
+from kmunet.mri.recon import inr_reconstruct, reference_image
+
+ROOT = Path(__file__).resolve().parents[1]
+T2_SERIES = "dicom_mr/Study1/37916-T2reg-88910"
+SETTINGS = ((4.0, 0.08), (8.0, 0.04))
+#: (iterations, TV weight) pairs per case; 2000-step fits of the 256 x 256 T2 slice take about 4 minutes.
+GRIDS = {
+    "twix": ((1000, 0.1), (1000, 0.03), (2000, 0.1), (2000, 0.03)),
+    "t2": ((1000, 0.1), (1000, 0.03), (1000, 0.3)),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("case", choices=sorted(GRIDS), help="twix GRE (2 coils) or the simulated DICOM T2 slice")
+    parser.add_argument("--data", default=str(ROOT / ".." / "shared" / "data"), help="shared data folder")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    data = Path(args.data)
+    if args.case == "twix":
+        full = load_kspace(data / "kspace" / "twix_gre" / "gre.dat")
+        kspace, shape = full.kspace, full.shape
+        reference = reference_image(full, estimate_sensitivities(full.kspace))
+    else:
+        img, _ = load_image(data / T2_SERIES, 11)
+        h, w = img.shape
+        img = img[: h // 2 * 2, : w // 2 * 2].reshape(h // 2, 2, w // 2, 2).mean((1, 3))  # 2x2 block mean
+        sim = kspace_from_image(img, source=T2_SERIES)
+        kspace, shape, reference = sim.kspace, sim.shape, sim.reference
+    print("| case | R | iterations | TV weight | PSNR (dB) | seconds |\n| --- | ---: | ---: | ---: | ---: | ---: |")
+    for accel, cf in SETTINGS:
+        mask = make_mask("random", shape, accel, cf, seed=0)
+        sens = estimate_sensitivities(kspace * mask)
+        for iterations, tv in GRIDS[args.case]:
+            t0 = time.perf_counter()
+            image, _ = inr_reconstruct(kspace, mask, sens, "siren", iterations=iterations, tv_weight=tv)
+            score = all_metrics(reference, np.abs(image))["psnr"]
+            print(f"| {args.case} | {accel:g} | {iterations} | {tv:g} | {score:.2f} | {time.perf_counter() - t0:.0f} |",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
