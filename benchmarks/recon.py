@@ -35,7 +35,7 @@ import torch
 from kmunet.mri import CS_LAMBDA_GRID, INR_ITERATIONS, INR_LR, INR_NAMES, INR_TV_WEIGHT, make_mask
 from kmunet.mri.coils import estimate_sensitivities
 from kmunet.mri.cs import fit_intensity, tune_lambda
-from kmunet.mri.io import bart_to_coil_first, kspace_from_image, load_image, load_kspace, read_cfl
+from kmunet.mri.io import KSpaceData, bart_to_coil_first, kspace_from_image, load_image, load_kspace, read_cfl
 from kmunet.mri.metrics import all_metrics
 from kmunet.mri.recon import INR_MODEL_LR, reconstruct, reference_image
 
@@ -43,6 +43,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ((4.0, 0.08), (8.0, 0.04))
 MASK_SEED = 0
 T2_SERIES = "dicom_mr/Study1/37916-T2reg-88910"
+
+
+def twix_case(data: Path) -> tuple[KSpaceData, np.ndarray]:
+    """The fully sampled twix GRE k-space and its reference (SENSE combination with full-data maps)."""
+    full = load_kspace(data / "kspace" / "twix_gre" / "gre.dat")
+    return full, reference_image(full, estimate_sensitivities(full.kspace))
+
+
+def t2_case(data: Path) -> KSpaceData:
+    """Single-coil k-space simulated from slice 11 of the DICOM T2 series, 2x2 block-averaged (256 x 256)."""
+    img, _ = load_image(data / T2_SERIES, 11)
+    h, w = img.shape
+    img = img[: h // 2 * 2, : w // 2 * 2].reshape(h // 2, 2, w // 2, 2).mean((1, 3))  # (H/2, W/2) block mean
+    return kspace_from_image(img, source=T2_SERIES)
 
 
 def _row(name: str, ref: np.ndarray, image: np.ndarray, seconds: float, note: str = "", scaled: bool = False) -> dict[str, Any]:
@@ -126,17 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                 margins.setdefault(k, []).append(v - max(cs))
 
     if "twix" in args.cases:
-        full = load_kspace(data / "kspace" / "twix_gre" / "gre.dat")
-        ref = reference_image(full, estimate_sensitivities(full.kspace))
+        full, ref = twix_case(data)
         for accel, cf in settings:
             mask = make_mask("random", full.shape, accel, cf, seed=MASK_SEED)
             name = f"twix GRE phantom, 2 coils {full.shape[0]}x{full.shape[1]}, R={accel:g} (cf {cf}, {mask.mean():.1%} sampled)"
             note(f"twix R={accel:g}", run_case(name, full.kspace, ref, mask, args.inr, iterations, cs_grid, cs_iterations))
     if "dicom" in args.cases:
-        img, _ = load_image(data / T2_SERIES, 11)
-        h, w = img.shape
-        img = img[: h // 2 * 2, : w // 2 * 2].reshape(h // 2, 2, w // 2, 2).mean((1, 3))
-        sim = kspace_from_image(img, source=T2_SERIES)
+        sim = t2_case(data)
         for accel, cf in settings:
             mask = make_mask("random", sim.shape, accel, cf, seed=MASK_SEED)
             name = f"DICOM T2 slice 11, simulated single coil {sim.shape[0]}x{sim.shape[1]}, R={accel:g} (cf {cf}, {mask.mean():.1%} sampled)"

@@ -17,17 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from recon import MASK_SEED, ROOT, SETTINGS, t2_case, twix_case  # benchmarks/recon.py, beside this script
 
 from kmunet.mri import make_mask
 from kmunet.mri.coils import estimate_sensitivities
-from kmunet.mri.io import kspace_from_image, load_image, load_kspace
 from kmunet.mri.metrics import all_metrics
-from kmunet.mri.recon import inr_reconstruct, reference_image
+from kmunet.mri.recon import inr_reconstruct
 
-ROOT = Path(__file__).resolve().parents[1]
-T2_SERIES = "dicom_mr/Study1/37916-T2reg-88910"
-SETTINGS = ((4.0, 0.08), (8.0, 0.04))
-#: (iterations, TV weight) pairs per case; 2000-step fits of the 256 x 256 T2 slice take about 4 minutes.
+#: (iterations, TV weight) pairs per case; a 1000-step fit of the 256 x 256 T2 slice takes about 4 minutes.
 GRIDS = {
     "twix": ((1000, 0.1), (1000, 0.03), (2000, 0.1), (2000, 0.03)),
     "t2": ((1000, 0.1), (1000, 0.03), (1000, 0.3)),
@@ -42,18 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     data = Path(args.data)
     if args.case == "twix":
-        full = load_kspace(data / "kspace" / "twix_gre" / "gre.dat")
+        full, reference = twix_case(data)
         kspace, shape = full.kspace, full.shape
-        reference = reference_image(full, estimate_sensitivities(full.kspace))
     else:
-        img, _ = load_image(data / T2_SERIES, 11)
-        h, w = img.shape
-        img = img[: h // 2 * 2, : w // 2 * 2].reshape(h // 2, 2, w // 2, 2).mean((1, 3))  # 2x2 block mean
-        sim = kspace_from_image(img, source=T2_SERIES)
+        sim = t2_case(data)
         kspace, shape, reference = sim.kspace, sim.shape, sim.reference
     print("| case | R | iterations | TV weight | PSNR (dB) | seconds |\n| --- | ---: | ---: | ---: | ---: | ---: |")
     for accel, cf in SETTINGS:
-        mask = make_mask("random", shape, accel, cf, seed=0)
+        mask = make_mask("random", shape, accel, cf, seed=MASK_SEED)
         sens = estimate_sensitivities(kspace * mask)
         for iterations, tv in GRIDS[args.case]:
             t0 = time.perf_counter()

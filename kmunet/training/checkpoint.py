@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from kmunet.config import ExperimentConfig, from_dict, to_dict
+from kmunet.config import ExperimentConfig, NetworkConfig, from_dict, to_dict
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -98,7 +98,7 @@ def model_from_checkpoint(
     return model.to(device).eval(), config
 
 
-def init_weights_from(model: nn.Module, checkpoint: str | Path, network: Any) -> int:
+def init_weights_from(model: nn.Module, checkpoint: str | Path, network: NetworkConfig) -> int:
     """Initialise ``model`` with the weights of a kmunet checkpoint (fine-tuning).
 
     Args:
