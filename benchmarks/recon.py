@@ -13,8 +13,11 @@ Cases (real data from ``../shared/data``, all measured in one run):
   BART's reference reconstruction (first ESPIRiT set) after a least-squares intensity scaling.
 
 Accelerations 4x (centre fraction 0.08) and 8x (0.04), mask seed 0. CS lambdas are tuned over
-``kmunet.mri.CS_LAMBDA_GRID`` against each reference (the chosen one is reported); INR settings are the
-package defaults (chosen on a FLAIR slice of the same study, not on the reported cases).
+``kmunet.mri.CS_LAMBDA_GRID`` against each reference (the chosen one is reported). Every INR runs with
+the package defaults (chosen on a FLAIR slice of the same study, not on the reported cases); then, on the
+twix and T2 cases, ``--tuned-inr`` (SIREN) runs again with ``--tuned-iterations`` steps and its TV weight
+tuned over ``kmunet.mri.INR_TV_GRID`` against the reference, the same per-case tuning CS gets
+(``kmunet.mri.recon.tune_tv_weight``).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/recon.py [--quick] [--data ../shared/data]``.
 """
@@ -32,12 +35,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from kmunet.mri import CS_LAMBDA_GRID, INR_ITERATIONS, INR_LR, INR_NAMES, INR_TV_WEIGHT, make_mask
+from kmunet.mri import CS_LAMBDA_GRID, INR_ITERATIONS, INR_LR, INR_NAMES, INR_TV_GRID, INR_TV_WEIGHT, make_mask
 from kmunet.mri.coils import estimate_sensitivities
 from kmunet.mri.cs import fit_intensity, tune_lambda
 from kmunet.mri.io import KSpaceData, bart_to_coil_first, kspace_from_image, load_image, load_kspace, read_cfl
 from kmunet.mri.metrics import all_metrics
-from kmunet.mri.recon import INR_MODEL_LR, reconstruct, reference_image
+from kmunet.mri.recon import INR_MODEL_LR, reconstruct, reference_image, tune_tv_weight
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ((4.0, 0.08), (8.0, 0.04))
@@ -86,8 +89,13 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def run_case(name: str, kspace: np.ndarray, reference: np.ndarray, mask: np.ndarray, inrs: list[str],
-             iterations: int, cs_grid: tuple[float, ...], cs_iterations: dict[str, int], scaled: bool = False) -> list[dict[str, Any]]:
-    """All methods on one undersampled k-space; returns the table rows."""
+             iterations: int, cs_grid: tuple[float, ...], cs_iterations: dict[str, int], scaled: bool = False,
+             tuned: tuple[str, int, tuple[float, ...]] | None = None) -> list[dict[str, Any]]:
+    """All methods on one undersampled k-space; returns the table rows.
+
+    ``tuned = (inr, iterations, tv_grid)`` adds one more INR row: that many steps, TV weight tuned over
+    ``tv_grid`` against the reference; its seconds are the mean over the grid's fits.
+    """
     rows = []
     (sens, t_sens) = _timed(lambda: estimate_sensitivities(kspace * mask))
     zf = reconstruct(kspace, mask, method="zero-filled", sens=sens)
@@ -103,6 +111,13 @@ def run_case(name: str, kspace: np.ndarray, reference: np.ndarray, mask: np.ndar
         rows.append(_row(f"INR {inr}", reference, res.image, res.seconds + t_sens,
                          f"{res.info['iterations']} its, tv {res.info['tv_weight']:g}, {res.info['parameters']} params, "
                          f"DC {res.info['data_consistency']}", scaled))
+    if tuned is not None:
+        inr, its, tv_grid = tuned
+        (tv, img, scores), secs = _timed(lambda: tune_tv_weight(kspace, mask, reference, sens, inr, tv_grid, its,
+                                                                fit_scale=scaled, device="cpu", seed=0))
+        tried = ", ".join(f"{k:g}: {v:.2f}" for k, v in scores.items())
+        rows.append(_row(f"INR {inr} tuned", reference, img, secs / len(tv_grid) + t_sens,
+                         f"{its} its, tv {tv:g} (grid {{{tried}}} dB, tuning {secs:.0f} s)", scaled))
     _print_table(name, rows)
     return rows
 
@@ -116,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="+", default=["twix", "dicom", "bart"], choices=["twix", "dicom", "bart"])
     parser.add_argument("--tv-iterations", type=int, default=2000, help="CS-TV iterations (primal-dual converges slowly)")
     parser.add_argument("--l1-iterations", type=int, default=300, help="CS-L1 iterations")
+    parser.add_argument("--tuned-inr", default="siren", choices=[*INR_NAMES, "none"],
+                        help="INR rerun with more steps and a tuned TV weight (twix and T2 cases; none: skip)")
+    parser.add_argument("--tuned-iterations", type=int, default=2000, help="steps of the tuned INR")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     data = Path(args.data)
@@ -123,19 +141,22 @@ def main(argv: list[str] | None = None) -> int:
     settings = SETTINGS[:1] if args.quick else SETTINGS
     cs_grid = CS_LAMBDA_GRID[::2] if args.quick else CS_LAMBDA_GRID
     cs_iterations = {"cs-tv": 20, "cs-l1": 20} if args.quick else {"cs-tv": args.tv_iterations, "cs-l1": args.l1_iterations}
+    tuned = None if args.tuned_inr == "none" else (
+        args.tuned_inr, 20 if args.quick else args.tuned_iterations, INR_TV_GRID[:1] if args.quick else INR_TV_GRID)
     print(f"# kmunet MRI reconstruction benchmark ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)")
     print(f"\ntorch {torch.__version__}, {platform.processor() or platform.machine()}, threads {torch.get_num_threads()}, "
           f"INR iterations {iterations}, INR TV weight {INR_TV_WEIGHT:g}, INR lr {INR_LR:g} (overrides {INR_MODEL_LR}), CS iterations {cs_iterations}, "
-          f"lambda grid {list(cs_grid)}, mask: 1D random, seed {MASK_SEED}")
+          f"lambda grid {list(cs_grid)}, mask: 1D random, seed {MASK_SEED}, tuned INR {tuned}")
     t_start = time.perf_counter()
-    summary: list[tuple[str, float, float]] = []
+    summary: list[tuple[str, float, float, float]] = []
     margins: dict[str, list[float]] = {}
 
     def note(case: str, rows: list[dict[str, Any]]) -> None:
-        inr = {r["method"][4:]: r["psnr"] for r in rows if r["method"].startswith("INR")}
+        inr = {r["method"][4:]: r["psnr"] for r in rows if r["method"].startswith("INR") and not r["method"].endswith("tuned")}
+        tuned_psnr = max((r["psnr"] for r in rows if r["method"].endswith("tuned")), default=float("nan"))
         cs = [r["psnr"] for r in rows if r["method"].startswith("CS")]
         if inr and cs:
-            summary.append((case, max(inr.values()), max(cs)))
+            summary.append((case, max(inr.values()), tuned_psnr, max(cs)))
             for k, v in inr.items():
                 margins.setdefault(k, []).append(v - max(cs))
 
@@ -144,13 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         for accel, cf in settings:
             mask = make_mask("random", full.shape, accel, cf, seed=MASK_SEED)
             name = f"twix GRE phantom, 2 coils {full.shape[0]}x{full.shape[1]}, R={accel:g} (cf {cf}, {mask.mean():.1%} sampled)"
-            note(f"twix R={accel:g}", run_case(name, full.kspace, ref, mask, args.inr, iterations, cs_grid, cs_iterations))
+            note(f"twix R={accel:g}", run_case(name, full.kspace, ref, mask, args.inr, iterations, cs_grid, cs_iterations,
+                                                       tuned=tuned))
     if "dicom" in args.cases:
         sim = t2_case(data)
         for accel, cf in settings:
             mask = make_mask("random", sim.shape, accel, cf, seed=MASK_SEED)
             name = f"DICOM T2 slice 11, simulated single coil {sim.shape[0]}x{sim.shape[1]}, R={accel:g} (cf {cf}, {mask.mean():.1%} sampled)"
-            note(f"T2 R={accel:g}", run_case(name, sim.kspace, sim.reference, mask, args.inr, iterations, cs_grid, cs_iterations))
+            note(f"T2 R={accel:g}", run_case(name, sim.kspace, sim.reference, mask, args.inr, iterations, cs_grid,
+                                                     cs_iterations, tuned=tuned))
     if "bart" in args.cases:
         bdir = data / "kspace" / "bart_pics_brain"
         ksp = load_kspace(bdir / "ksp.cfl")
@@ -163,10 +186,12 @@ def main(argv: list[str] | None = None) -> int:
                 "agreement with BART pics reference (LS-scaled magnitudes)")
         note("BART brain", run_case(name, ksp.kspace, ref, ksp.mask, best, iterations, cs_grid, cs_iterations, scaled=True))
     print("\n#### Summary: best INR vs best CS (PSNR)\n")
-    print("| case | best INR (dB) | best CS (dB) | margin (dB) | >= 1 dB |")
-    print("| --- | ---: | ---: | ---: | --- |")
-    for case, i, c in summary:
-        print(f"| {case} | {i:.2f} | {c:.2f} | {i - c:+.2f} | {'yes' if i - c >= 1 else 'no'} |")
+    print("| case | best INR, defaults (dB) | tuned INR (dB) | best CS (dB) | best INR - best CS (dB) | >= 1 dB |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for case, i, t, c in summary:
+        best = max(i, t) if np.isfinite(t) else i
+        tuned_text = f"{t:.2f}" if np.isfinite(t) else "-"
+        print(f"| {case} | {i:.2f} | {tuned_text} | {c:.2f} | {best - c:+.2f} | {'yes' if best - c >= 1 else 'no'} |")
     print(f"\ntotal time {time.perf_counter() - t_start:.0f} s")
     return 0
 

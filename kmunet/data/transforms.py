@@ -28,6 +28,7 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.transforms import (
     CastToTyped,
     Compose,
@@ -60,6 +61,9 @@ NORMALIZATIONS: tuple[str, ...] = ("zscore", "ct", "minmax", "none")
 PARAMS_VERSION = 1
 #: Keys interpolated with nearest neighbour (segmentations and masks).
 MASK_KEYS: tuple[str, ...] = ("label", "fov")
+#: CLAHE settings of ``data.clahe`` (the OpenCV defaults albumentations uses, as in most DRIVE papers).
+CLAHE_CLIP_LIMIT: float = 2.0
+CLAHE_TILES: tuple[int, int] = (8, 8)
 
 
 def _layout_of(data_cfg: DataConfig) -> str:
@@ -109,6 +113,12 @@ def check_data_config(config: ExperimentConfig) -> None:
         raise ValueError(f"data.class_names needs background and at least one class, got {list(d.class_names)}")
     if d.ct_window[0] >= d.ct_window[1]:
         raise ValueError(f"data.ct_window must be (low, high) with low < high, got {list(d.ct_window)}")
+    if not isinstance(d.clahe, bool):
+        raise TypeError(f"data.clahe must be true or false, got {d.clahe!r}")
+    if d.clahe and _layout_of(d) != "drive":
+        raise ValueError(f"data.clahe needs 8-bit raster images (layout 'drive'), got layout {_layout_of(d)!r}")
+    if d.clahe and d.image_key_channels not in (1, 3):
+        raise ValueError(f"data.clahe needs 1 or 3 image channels, got data.image_key_channels={d.image_key_channels}")
     if d.image_key_channels != config.network.in_channels:
         raise ValueError(
             f"data.image_key_channels={d.image_key_channels} differs from network.in_channels="
@@ -123,7 +133,7 @@ def preprocessing_params(config: ExperimentConfig) -> dict[str, Any]:
 
     Keys: ``version``, ``spatial_dims``, ``in_channels``, ``num_classes``, ``class_names``,
     ``layout``, ``orientation`` (``None`` in 2D), ``target_spacing`` (list or ``None``),
-    ``normalization``, ``ct_window``, ``raster_scale`` (divide raster images by this, DRIVE: 255, else
+    ``normalization``, ``ct_window``, ``clahe``, ``raster_scale`` (divide raster images by this, DRIVE: 255, else
     ``None``), ``binarize_masks`` (DRIVE 0/255 masks -> 0/1), ``patch_size``, ``mirror_axes`` (the axes training
     flipped: safe for mirroring test-time augmentation).
 
@@ -144,6 +154,7 @@ def preprocessing_params(config: ExperimentConfig) -> dict[str, Any]:
         "target_spacing": [float(s) for s in d.target_spacing] if d.target_spacing is not None else None,
         "normalization": d.normalization,
         "ct_window": [float(v) for v in d.ct_window],
+        "clahe": bool(d.clahe),
         "raster_scale": 255.0 if layout == "drive" else None,
         "binarize_masks": layout == "drive",
         "patch_size": [int(p) for p in d.patch_size],
@@ -167,6 +178,34 @@ class CheckChannelsd(MapTransform):
                     f"{source}: {d[key].shape[0]} image channel(s), expected {self.channels} "
                     "(network.in_channels / data.image_key_channels)"
                 )
+        return d
+
+
+class Clahed(MapTransform):
+    """Contrast-limited adaptive histogram equalisation of channel-first 2D images in [0, 1].
+
+    albumentations ``CLAHE`` (OpenCV; on the L channel of Lab for 3-channel images) with
+    :data:`CLAHE_CLIP_LIMIT` and :data:`CLAHE_TILES`, applied to every item: deterministic, so it
+    belongs to the shared preprocessing. Metadata of ``MetaTensor`` inputs is kept.
+    """
+
+    def __init__(self, keys: Sequence[str] | str, allow_missing_keys: bool = False) -> None:
+        import albumentations as A
+
+        super().__init__(keys, allow_missing_keys)
+        self.transform = A.CLAHE(clip_limit=CLAHE_CLIP_LIMIT, tile_grid_size=CLAHE_TILES, p=1.0)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if img.ndim != 3 or img.shape[0] not in (1, 3):
+                source = getattr(img, "meta", {}).get("filename_or_obj", key)
+                raise ValueError(f"{source}: CLAHE needs a (1 or 3, H, W) image, got shape {tuple(img.shape)}")
+            hwc = np.ascontiguousarray(torch.as_tensor(img).detach().cpu().numpy().transpose(1, 2, 0), dtype=np.float32)
+            out = self.transform(image=np.clip(hwc, 0.0, 1.0))["image"]
+            out = torch.from_numpy(np.ascontiguousarray(out.reshape(hwc.shape).transpose(2, 0, 1)))  # (H, W, C) -> (C, H, W)
+            d[key] = MetaTensor(out, meta=img.meta) if isinstance(img, MetaTensor) else out
         return d
 
 
@@ -199,8 +238,9 @@ def build_preprocessing(params: Mapping[str, Any], keys: Sequence[str] = ("image
 
     Load (:class:`~kmunet.data.io.KmunetImageReader`), channel first, reorient (3D), resample to
     ``target_spacing`` (if set; nearest neighbour for ``label``/``fov``), binarise DRIVE masks, scale
-    raster images to [0, 1], then normalise ``image`` intensities: ``zscore`` on nonzero voxels per
-    channel, ``ct`` (window then [0, 1]), ``minmax`` per channel, or ``none``.
+    raster images to [0, 1], equalise them (:class:`Clahed`) when ``params["clahe"]``, then normalise
+    ``image`` intensities: ``zscore`` on nonzero voxels per channel, ``ct`` (window then [0, 1]),
+    ``minmax`` per channel, or ``none``.
 
     The result holds ``MetaTensor`` items; inference inverts the geometric steps with
     ``Invertd(keys="pred", transform=<this Compose>, orig_keys="image")``.
@@ -248,6 +288,8 @@ def build_preprocessing(params: Mapping[str, Any], keys: Sequence[str] = ("image
         t.append(BinarizeMaskd(masks, threshold=127.0, allow_missing_keys=True))
     if params.get("raster_scale"):
         t.append(ScaleIntensityRanged("image", a_min=0.0, a_max=float(params["raster_scale"]), b_min=0.0, b_max=1.0))
+    if params.get("clahe"):
+        t.append(Clahed("image"))
     norm = params["normalization"]
     if norm == "zscore":
         t.append(NormalizeIntensityd("image", nonzero=True, channel_wise=True))

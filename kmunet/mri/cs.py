@@ -16,7 +16,7 @@ import torch
 from kmunet.mri import CS_LAMBDA_GRID, DEFAULT_CS_ITERATIONS, DEFAULT_CS_LAMBDA
 from kmunet.mri.coils import rss, sense_adjoint
 from kmunet.mri.fft import ifftnc
-from kmunet.mri.metrics import psnr
+from kmunet.mri.metrics import best_on_grid, psnr
 
 CS_METHODS: tuple[str, ...] = ("cs-tv", "cs-l1")
 
@@ -130,13 +130,9 @@ def tune_lambda(
     Returns:
         ``(best_lambda, best_image, {lambda: psnr})``.
     """
-    if len(grid) == 0:
-        raise ValueError("lambda grid is empty")
-    scores: dict[float, float] = {}
-    best_lam, best_img = float(grid[0]), None
-    for lam in grid:
-        img = cs_reconstruct(kspace, mask, sens, method=method, lam=float(lam), iterations=iterations)
-        scores[float(lam)] = psnr(reference, fit_intensity(reference, img) if fit_scale else img)
-        if best_img is None or scores[float(lam)] > scores[best_lam]:
-            best_lam, best_img = float(lam), img
-    return best_lam, best_img, scores
+    return best_on_grid(
+        grid,
+        lambda lam: cs_reconstruct(kspace, mask, sens, method=method, lam=lam, iterations=iterations),
+        lambda img: psnr(reference, fit_intensity(reference, img) if fit_scale else img),
+        name="lambda",
+    )

@@ -6,6 +6,8 @@ magnitudes) and an optional boolean ``mask`` restricting the metric to a foregro
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import numpy as np
 from scipy import ndimage
 
@@ -93,3 +95,39 @@ def ssim(reference: np.ndarray, image: np.ndarray, mask: np.ndarray | None = Non
 def all_metrics(reference: np.ndarray, image: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
     """``{"psnr", "ssim", "nmse"}`` of ``image`` against ``reference``."""
     return {"psnr": psnr(reference, image, mask), "ssim": ssim(reference, image, mask), "nmse": nmse(reference, image, mask)}
+
+
+def best_on_grid(
+    grid: Sequence[float],
+    reconstruct: Callable[[float], np.ndarray],
+    score: Callable[[np.ndarray], float],
+    name: str = "value",
+) -> tuple[float, np.ndarray, dict[float, float]]:
+    """Try every value of ``grid`` and keep the reconstruction with the highest score.
+
+    The shared search behind :func:`kmunet.mri.cs.tune_lambda` and
+    :func:`kmunet.mri.recon.tune_tv_weight` (a regularisation weight tuned against a reference).
+
+    Args:
+        grid: candidate values, tried in order (the first wins ties).
+        reconstruct: maps a value to an image.
+        score: maps an image to a score, higher is better (e.g. PSNR against the reference).
+        name: what the values are, for the error message.
+
+    Returns:
+        ``(best_value, best_image, {value: score})``.
+
+    Raises:
+        ValueError: empty grid.
+    """
+    if len(grid) == 0:
+        raise ValueError(f"{name} grid is empty")
+    scores: dict[float, float] = {}
+    best_value, best_image = float(grid[0]), None
+    for value in grid:
+        image = reconstruct(float(value))
+        scores[float(value)] = float(score(image))
+        if best_image is None or scores[float(value)] > scores[best_value]:
+            best_value, best_image = float(value), image
+    assert best_image is not None  # the grid is not empty
+    return best_value, best_image, scores

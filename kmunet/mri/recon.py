@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -35,13 +35,15 @@ from kmunet.mri import (
     INR_ITERATIONS,
     INR_LR,
     INR_NAMES,
+    INR_TV_GRID,
     INR_TV_WEIGHT,
     RECON_METHODS,
 )
 from kmunet.mri.coils import estimate_sensitivities, sense_adjoint, sense_forward
-from kmunet.mri.cs import cs_reconstruct, kspace_scale, zero_filled
+from kmunet.mri.cs import cs_reconstruct, fit_intensity, kspace_scale, zero_filled
 from kmunet.mri.fft import fftnc_torch, ifftnc_torch
 from kmunet.mri.io import KSpaceData
+from kmunet.mri.metrics import best_on_grid, psnr
 
 #: Per-model INR options (passed to ``build_inr``). Sizes keep one 160 x 160 fit under a minute on one CPU
 #: thread; the TV weight and iterations were chosen on a FLAIR slice (not on the benchmark's cases).
@@ -211,6 +213,45 @@ def inr_reconstruct(
             "final_loss": loss_value, "data_consistency": dc, "scale": scale,
             "parameters": int(sum(p.numel() for p in model.parameters()))}
     return (x.cpu().numpy() * scale).astype(np.complex64), info
+
+
+def tune_tv_weight(
+    kspace: np.ndarray,
+    mask: np.ndarray,
+    reference: np.ndarray,
+    sens: np.ndarray,
+    inr: str = "siren",
+    grid: Sequence[float] = INR_TV_GRID,
+    iterations: int = INR_ITERATIONS,
+    fit_scale: bool = False,
+    **options: Any,
+) -> tuple[float, np.ndarray, dict[float, float]]:
+    """Pick the TV weight of ``grid`` whose INR reconstruction has the best PSNR against ``reference``.
+
+    The INR counterpart of :func:`kmunet.mri.cs.tune_lambda` (one :func:`inr_reconstruct` fit per value,
+    so ``len(grid)`` times its cost).
+
+    Args:
+        kspace, mask, sens, inr, iterations: as for :func:`inr_reconstruct`.
+        reference: ``(H, W)`` fully sampled reference image.
+        grid: TV weights to try (default :data:`kmunet.mri.INR_TV_GRID`).
+        fit_scale: score ``|x|`` after a least-squares intensity fit to ``reference``.
+        **options: further :func:`inr_reconstruct` arguments (``lr``, ``device``, ``seed``, ...).
+
+    Returns:
+        ``(best_tv_weight, best_image, {tv_weight: psnr})``.
+
+    Raises:
+        ValueError: empty grid, or a bad :func:`inr_reconstruct` argument.
+    """
+    if "tv_weight" in options:
+        raise ValueError("tune_tv_weight chooses tv_weight from grid; do not pass it")
+    return best_on_grid(
+        grid,
+        lambda tv: inr_reconstruct(kspace, mask, sens, inr, iterations=iterations, tv_weight=tv, **options)[0],
+        lambda img: psnr(reference, fit_intensity(reference, img) if fit_scale else img),
+        name="TV weight",
+    )
 
 
 def reconstruct(

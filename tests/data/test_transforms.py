@@ -154,6 +154,38 @@ def test_drive_like_rgb_pipeline(drive_like: Path) -> None:
     assert train[0]["image"].shape == (3, 32, 32) and set(torch.unique(train[0]["label"]).tolist()) <= {0, 1}
 
 
+def test_clahe_equalises_drive_images_like_albumentations(drive_like: Path) -> None:
+    import albumentations as A
+
+    from kmunet.data.transforms import CLAHE_CLIP_LIMIT, CLAHE_TILES, Clahed
+
+    cfg = make_config(
+        drive_like, spatial_dims=2, layout="drive", class_names="[background,vessel]", image_key_channels=3,
+        patch_size=[32, 32], normalization="none",
+    )
+    cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, in_channels=3, out_channels=2))
+    case = dict(discover_cases(cfg.data)[0])
+    plain = build_val_transforms(cfg)(dict(case))["image"]
+    params = preprocessing_params(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, clahe=True)))
+    assert params["clahe"] is True and json.loads(json.dumps(params)) == params
+    equalised = build_preprocessing(params, keys=("image",))({"image": case["image"]})["image"]
+    assert equalised.shape == plain.shape and equalised.meta["filename_or_obj"] == plain.meta["filename_or_obj"]
+    hwc = plain.numpy().transpose(1, 2, 0)
+    expected = A.CLAHE(clip_limit=CLAHE_CLIP_LIMIT, tile_grid_size=CLAHE_TILES, p=1.0)(image=hwc)["image"]
+    np.testing.assert_allclose(equalised.numpy().transpose(1, 2, 0), expected, atol=1e-6)
+    assert float(equalised.std()) > float(plain.std())  # the dim synthetic image gains contrast
+    with pytest.raises(ValueError, match="shape"):
+        Clahed("image")({"image": torch.zeros(2, 8, 8)})
+
+
+def test_clahe_needs_raster_images(synth3d: Path) -> None:
+    cfg = make_config(synth3d)
+    with pytest.raises(ValueError, match="clahe.*layout"):
+        preprocessing_params(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, clahe=True)))
+    with pytest.raises(TypeError, match="clahe"):
+        preprocessing_params(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, clahe="yes")))
+
+
 def test_wrong_channel_count_is_reported(synth3d: Path) -> None:
     cfg = make_config(synth3d, image_key_channels=3)
     cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, in_channels=3))

@@ -9,7 +9,7 @@ from kmunet.mri import make_mask
 from kmunet.mri.cs import tune_lambda
 from kmunet.mri.io import kspace_from_image
 from kmunet.mri.metrics import psnr
-from kmunet.mri.recon import reconstruct
+from kmunet.mri.recon import inr_reconstruct, reconstruct, tune_tv_weight
 
 
 def phantom(n: int = 32) -> np.ndarray:
@@ -90,3 +90,29 @@ def test_tune_lambda_fit_scale(case: tuple) -> None:
     assert lam5 == lam and all(abs(scores5[k] - scores[k]) < 0.05 for k in grid)  # intensity-scale invariant (sigpy power-iteration noise)
     assert min(scores.values()) > 15
     np.testing.assert_allclose(fit_intensity(4 * data.reference, 2 * data.reference), 4 * data.reference, rtol=1e-5)
+
+
+def test_tune_tv_weight_keeps_the_best_fit(case: tuple) -> None:
+    data, mask, _ = case
+    grid = (1e-3, 0.1)
+    sens = np.ones_like(data.kspace)
+    kwargs = {"iterations": 30, "hidden_features": 32, "hidden_layers": 1, "seed": 0}
+    tv, image, scores = tune_tv_weight(data.kspace, mask, data.reference, sens, "siren", grid=grid, **kwargs)
+    assert set(scores) == set(grid) and scores[tv] == max(scores.values())
+    again, _ = inr_reconstruct(data.kspace, mask, sens, "siren", tv_weight=tv, **kwargs)  # seeded: reproducible
+    np.testing.assert_allclose(image, again, atol=1e-5)
+    assert psnr(data.reference, image) == pytest.approx(scores[tv])
+    with pytest.raises(ValueError, match="TV weight grid is empty"):
+        tune_tv_weight(data.kspace, mask, data.reference, sens, grid=(), **kwargs)
+    with pytest.raises(ValueError, match="tv_weight"):
+        tune_tv_weight(data.kspace, mask, data.reference, sens, tv_weight=0.1, **kwargs)
+
+
+def test_best_on_grid_picks_the_highest_score_first_on_ties() -> None:
+    from kmunet.mri.metrics import best_on_grid
+
+    value, image, scores = best_on_grid((3.0, 1.0, 2.0, 1.0), lambda v: np.full(2, v), lambda img: -abs(img[0] - 1.5))
+    assert value == 1.0 and scores == {3.0: -1.5, 1.0: -0.5, 2.0: -0.5}
+    np.testing.assert_array_equal(image, [1.0, 1.0])
+    with pytest.raises(ValueError, match="lambda grid is empty"):
+        best_on_grid((), lambda v: np.zeros(1), float, name="lambda")
