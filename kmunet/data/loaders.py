@@ -63,29 +63,38 @@ def _val_dataset(val_cases: list[dict[str, Any]], config: ExperimentConfig, para
     return make_dataset([_item(c, val_keys) for c in val_cases], val_tf, config)
 
 
+#: Valid ``split`` values of :func:`build_val_loader`.
+EVAL_SPLITS: tuple[str, ...] = ("val", "train")
+
+
 def build_val_loader(
-    config: ExperimentConfig, cases: list[dict[str, Any]] | None = None
+    config: ExperimentConfig, cases: list[dict[str, Any]] | None = None, split: str = "val"
 ) -> tuple[DataLoader, list[str]]:
     """The validation split of :func:`build_dataloaders` alone (nothing of the training split is loaded).
 
     Same seeded split (``data.seed``, ``data.val_fraction`` or ``data.fold``) and the same batches as
-    the validation loader of :func:`build_dataloaders`.
+    the validation loader of :func:`build_dataloaders`. ``split="train"`` gives the training cases of
+    that split through the same validation transforms (full images, no augmentation), e.g. to choose a
+    post-processing setting without looking at the validation cases.
 
     Returns:
-        ``(loader, names)``: batch size 1 loader and the validation case names.
+        ``(loader, names)``: batch size 1 loader and the case names.
 
     Raises:
-        ValueError: no labelled validation case.
+        ValueError: unknown ``split`` (lists the valid ones) or no labelled case in it.
     """
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {list(EVAL_SPLITS)}")
     params = preprocessing_params(config)
     if cases is None:
         cases = discover_cases(config.data)
-    _, val_cases = split_cases([c for c in cases if c.get("label")], config.data)
-    if not val_cases:
-        raise ValueError(f"no labelled validation case among {len(cases)} cases (data.val_fraction / data.fold)")
-    loader = DataLoader(_val_dataset(val_cases, config, params), batch_size=1, shuffle=False,
+    train_cases, val_cases = split_cases([c for c in cases if c.get("label")], config.data)
+    chosen = val_cases if split == "val" else train_cases
+    if not chosen:
+        raise ValueError(f"no labelled {split} case among {len(cases)} cases (data.val_fraction / data.fold)")
+    loader = DataLoader(_val_dataset(chosen, config, params), batch_size=1, shuffle=False,
                         num_workers=config.data.num_workers)
-    return loader, [c["name"] for c in val_cases]
+    return loader, [c["name"] for c in chosen]
 
 
 def build_dataloaders(

@@ -39,7 +39,7 @@ from kmunet.training.checkpoint import (
 )
 from kmunet.training.schedule import AmpSettings, amp_settings, lr_factor
 
-__all__ = ["TrainResult", "train", "evaluate"]
+__all__ = ["TrainResult", "train", "evaluate", "segmentation_sums", "metrics_from_sums"]
 
 
 @dataclass
@@ -83,6 +83,40 @@ def _all_reduce(t: torch.Tensor, world_size: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
+def segmentation_sums(pred: torch.Tensor, label: torch.Tensor, num_classes: int,
+                      fov: torch.Tensor | None = None) -> torch.Tensor:
+    """Scores of a batch of label maps, as sums that add up over batches (see :func:`metrics_from_sums`).
+
+    Args:
+        pred: ``(B, 1, *spatial)`` integer predicted labels.
+        label: ``(B, 1, *spatial)`` integer reference labels.
+        num_classes: ``C``, background included.
+        fov: optional ``(B, 1, *spatial)`` field-of-view mask (2-class tasks: DRIVE's vessel F1).
+
+    Returns:
+        ``(2 * (C - 1) + 3,)`` float64: per-class sums of per-case Dice, per-class counts of cases where
+        Dice is defined, then TP / FP / FN of class 1 inside the FOV (zeros without one).
+    """
+    from monai.metrics import compute_dice
+
+    sums = torch.zeros(2 * (num_classes - 1) + 3, dtype=torch.float64)
+    pred, label = pred.long(), label.long()
+    shape = (pred.shape[0], num_classes, *pred.shape[2:])
+    onehot_pred = torch.zeros(shape, device=pred.device).scatter_(1, pred, 1.0)
+    onehot_label = torch.zeros(shape, device=pred.device).scatter_(1, label, 1.0)
+    dice = compute_dice(onehot_pred, onehot_label, include_background=False)  # (B, C - 1), NaN for empty
+    valid = torch.isfinite(dice)
+    sums[: num_classes - 1] += torch.where(valid, dice, 0.0).sum(0).double().cpu()
+    sums[num_classes - 1 : 2 * (num_classes - 1)] += valid.sum(0).double().cpu()
+    if fov is not None and num_classes == 2:
+        inside = fov > 0
+        p, t = (pred == 1) & inside, (label == 1) & inside
+        sums[-3] += (p & t).sum().item()
+        sums[-2] += (p & ~t).sum().item()
+        sums[-1] += (~p & t).sum().item()
+    return sums
+
+
 @torch.no_grad()
 def _evaluate_sums(
     model: nn.Module,
@@ -92,9 +126,7 @@ def _evaluate_sums(
     amp: AmpSettings,
     mirror_axes: Sequence[int] = (),
 ) -> torch.Tensor:
-    """Per-class sums of per-case Dice and case counts, then FOV TP/FP/FN: ``(2 * (C - 1) + 3,)`` float64."""
-    from monai.metrics import compute_dice
-
+    """:func:`segmentation_sums` of argmax sliding-window predictions over ``loader``."""
     from kmunet.inference.tta import sliding_window_probabilities
 
     num_classes = config.network.out_channels
@@ -102,29 +134,18 @@ def _evaluate_sums(
     model.eval()
     for batch in loader:
         image = batch["image"].to(device)
-        label = batch["label"].to(device).long()
         with torch.autocast(device.type, dtype=amp.dtype or torch.float32, enabled=amp.dtype is not None):
             probs = sliding_window_probabilities(
                 image, tuple(config.data.patch_size), config.train.sw_batch_size, model,
                 overlap=config.train.sw_overlap, mirror_axes=mirror_axes,
             )
-        pred = probs.argmax(1, keepdim=True)
-        onehot_pred = torch.zeros_like(probs).scatter_(1, pred, 1.0)
-        onehot_label = torch.zeros_like(onehot_pred).scatter_(1, label, 1.0)
-        dice = compute_dice(onehot_pred, onehot_label, include_background=False)  # (B, C - 1), NaN for empty
-        valid = torch.isfinite(dice)
-        sums[: num_classes - 1] += torch.where(valid, dice, 0.0).sum(0).double().cpu()
-        sums[num_classes - 1 : 2 * (num_classes - 1)] += valid.sum(0).double().cpu()
-        if "fov" in batch and num_classes == 2:
-            fov = batch["fov"].to(device) > 0
-            p, t = (pred == 1) & fov, (label == 1) & fov
-            sums[-3] += (p & t).sum().item()
-            sums[-2] += (p & ~t).sum().item()
-            sums[-1] += (~p & t).sum().item()
+        fov = batch["fov"].to(device) if "fov" in batch else None
+        sums += segmentation_sums(probs.argmax(1, keepdim=True), batch["label"].to(device), num_classes, fov)
     return sums
 
 
-def _metrics_from_sums(sums: torch.Tensor, class_names: list[str]) -> dict[str, Any]:
+def metrics_from_sums(sums: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
+    """Turn :func:`segmentation_sums` (added over cases) into ``{"dice", "mean_dice"[, "f1_fov"]}``."""
     n = len(class_names) - 1
     dice = {name: (sums[i] / sums[n + i]).item() if sums[n + i] > 0 else float("nan") for i, name in enumerate(class_names[1:])}
     finite = [v for v in dice.values() if not math.isnan(v)]
@@ -159,7 +180,7 @@ def evaluate(
         yields a field-of-view mask (DRIVE), ``"f1_fov"``: pixel F1 of the foreground inside the FOV.
     """
     sums = _evaluate_sums(model, loader, config, torch.device(device), amp, mirror_axes)
-    return _metrics_from_sums(sums, list(config.data.class_names))
+    return metrics_from_sums(sums, list(config.data.class_names))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -413,7 +434,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             improved = False
             if validate:
                 sums = _all_reduce(_evaluate_sums(model, val_loader, config, dev, amp), world_size)
-                last_metrics = _metrics_from_sums(sums, class_names)
+                last_metrics = metrics_from_sums(sums, class_names)
                 score = last_metrics.get("f1_fov", last_metrics["mean_dice"])
                 for name, value in last_metrics["dice"].items():
                     row[f"val_dice_{name}"] = value

@@ -135,3 +135,17 @@ def test_2d_nifti_loaders_and_kfold(synth2d: Path) -> None:
     batch = next(iter(train))
     assert batch["image"].shape == (4, 1, 16, 16) and batch["label"].dtype == torch.int64
     assert next(iter(val))["image"].shape == (1, 1, 40, 36)
+
+
+def test_val_loader_can_give_the_training_split(synth3d: Path) -> None:
+    from kmunet.data.loaders import build_val_loader
+
+    cfg = make_config(synth3d, val_fraction=0.34)
+    _, _, info = build_dataloaders(cfg)
+    _, val_names = build_val_loader(cfg)
+    loader, train_names = build_val_loader(cfg, split="train")
+    assert val_names == info["val_names"] and sorted(train_names) == sorted(info["train_names"])
+    item = next(iter(loader))
+    assert item["image"].shape == (1, 1, 20, 24, 28)  # full images, no crops
+    with pytest.raises(ValueError, match="'test'.*valid"):
+        build_val_loader(cfg, split="test")

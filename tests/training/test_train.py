@@ -205,3 +205,31 @@ def test_ddp_two_cpu_processes(tiny_data: Path, tmp_path: Path) -> None:
     assert ckpt["epoch"] == 0
     written = sorted(p.name for p in (tmp_path / "ddp").iterdir())
     assert written.count("last.pt") == 1 and not [n for n in written if "rank" in n]
+
+
+def test_segmentation_sums_match_a_direct_count() -> None:
+    from kmunet.training.trainer import metrics_from_sums, segmentation_sums
+
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.randint(0, 3, (2, 1, 6, 7), generator=gen)
+    label = torch.randint(0, 3, (2, 1, 6, 7), generator=gen)
+    label[1][label[1] == 2] = 0  # class 2 absent from case 1 in reference and prediction:
+    pred[1][pred[1] == 2] = 0  # its Dice is undefined there and not counted in the mean
+    metrics = metrics_from_sums(segmentation_sums(pred, label, 3), ["bg", "a", "b"])
+    for c, name in ((1, "a"), (2, "b")):
+        scores = []
+        for b in range(2):
+            p, t = (pred[b] == c).double(), (label[b] == c).double()
+            if p.sum() + t.sum() > 0:
+                scores.append((2 * (p * t).sum() / (p.sum() + t.sum())).item())
+        assert metrics["dice"][name] == pytest.approx(sum(scores) / len(scores))
+    assert "f1_fov" not in metrics
+
+    pred2, label2 = (pred > 0).long(), (label > 0).long()
+    fov = torch.zeros_like(pred2)
+    fov[..., 1:5, :] = 1
+    f1 = metrics_from_sums(segmentation_sums(pred2, label2, 2, fov), ["bg", "fg"])["f1_fov"]
+    inside = fov.bool()
+    p, t = pred2.bool() & inside, label2.bool() & inside
+    tp, fp, fn = (p & t).sum().item(), (p & ~t).sum().item(), (~p & t).sum().item()
+    assert f1 == pytest.approx(2 * tp / (2 * tp + fp + fn))
