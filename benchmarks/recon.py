@@ -16,8 +16,8 @@ Accelerations 4x (centre fraction 0.08) and 8x (0.04), mask seed 0. CS lambdas a
 ``kmunet.mri.CS_LAMBDA_GRID`` against each reference (the chosen one is reported). Every INR runs with
 the package defaults (chosen on a FLAIR slice of the same study, not on the reported cases); then, on the
 twix and T2 cases, ``--tuned-inr`` (SIREN) runs again with ``--tuned-iterations`` steps and its TV weight
-tuned over ``kmunet.mri.INR_TV_GRID`` against the reference, the same per-case tuning CS gets
-(``kmunet.mri.recon.tune_tv_weight``).
+and SIREN's omega_0 tuned over ``kmunet.mri.INR_TV_GRID`` x ``kmunet.mri.INR_OMEGA_GRID`` against the
+reference, the same kind of per-case tuning CS gets (``kmunet.mri.recon.tune_inr``).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/recon.py [--quick] [--data ../shared/data]``.
 """
@@ -35,12 +35,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from kmunet.mri import CS_LAMBDA_GRID, INR_ITERATIONS, INR_LR, INR_NAMES, INR_TV_GRID, INR_TV_WEIGHT, make_mask
+from kmunet.mri import (CS_LAMBDA_GRID, INR_ITERATIONS, INR_LR, INR_NAMES, INR_OMEGA_GRID, INR_TV_GRID, INR_TV_WEIGHT,
+                        make_mask)
 from kmunet.mri.coils import estimate_sensitivities
 from kmunet.mri.cs import fit_intensity, tune_lambda
 from kmunet.mri.io import KSpaceData, bart_to_coil_first, kspace_from_image, load_image, load_kspace, read_cfl
 from kmunet.mri.metrics import all_metrics
-from kmunet.mri.recon import INR_MODEL_LR, reconstruct, reference_image, tune_tv_weight
+from kmunet.mri.recon import INR_MODEL_LR, reconstruct, reference_image, tune_inr
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ((4.0, 0.08), (8.0, 0.04))
@@ -93,8 +94,8 @@ def run_case(name: str, kspace: np.ndarray, reference: np.ndarray, mask: np.ndar
              tuned: tuple[str, int, tuple[float, ...]] | None = None) -> list[dict[str, Any]]:
     """All methods on one undersampled k-space; returns the table rows.
 
-    ``tuned = (inr, iterations, tv_grid)`` adds one more INR row: that many steps, TV weight tuned over
-    ``tv_grid`` against the reference; its seconds are the mean over the grid's fits.
+    ``tuned = (inr, iterations, tv_grid, omega_grid)`` adds one more INR row: that many steps, TV weight
+    (and SIREN's omega_0) tuned over the grids against the reference; its seconds are the mean of one fit.
     """
     rows = []
     (sens, t_sens) = _timed(lambda: estimate_sensitivities(kspace * mask))
@@ -112,12 +113,15 @@ def run_case(name: str, kspace: np.ndarray, reference: np.ndarray, mask: np.ndar
                          f"{res.info['iterations']} its, tv {res.info['tv_weight']:g}, {res.info['parameters']} params, "
                          f"DC {res.info['data_consistency']}", scaled))
     if tuned is not None:
-        inr, its, tv_grid = tuned
-        (tv, img, scores), secs = _timed(lambda: tune_tv_weight(kspace, mask, reference, sens, inr, tv_grid, its,
-                                                                fit_scale=scaled, device="cpu", seed=0))
-        tried = ", ".join(f"{k:g}: {v:.2f}" for k, v in scores.items())
-        rows.append(_row(f"INR {inr} tuned", reference, img, secs / len(tv_grid) + t_sens,
-                         f"{its} its, tv {tv:g} (grid {{{tried}}} dB, tuning {secs:.0f} s)", scaled))
+        inr, its, tv_grid, omega_grid = tuned
+        ((tv, omega), img, scores), secs = _timed(lambda: tune_inr(
+            kspace, mask, reference, sens, inr, tv_grid, omega_grid if inr == "siren" else None, its,
+            fit_scale=scaled, device="cpu", seed=0))
+        label = lambda t, w: f"{t:g}" if w is None else f"{t:g}/{w:g}"  # noqa: E731
+        tried = ", ".join(f"{label(*k)}: {v:.2f}" for k, v in scores.items())
+        what = "tv" if omega is None else "tv/omega_0"
+        rows.append(_row(f"INR {inr} tuned", reference, img, secs / len(scores) + t_sens,
+                         f"{its} its, {what} {label(tv, omega)} (grid {{{tried}}} dB, tuning {secs:.0f} s)", scaled))
     _print_table(name, rows)
     return rows
 
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tv-iterations", type=int, default=2000, help="CS-TV iterations (primal-dual converges slowly)")
     parser.add_argument("--l1-iterations", type=int, default=300, help="CS-L1 iterations")
     parser.add_argument("--tuned-inr", default="siren", choices=[*INR_NAMES, "none"],
-                        help="INR rerun with more steps and a tuned TV weight (twix and T2 cases; none: skip)")
+                        help="INR rerun with more steps and tuned TV weight / omega_0 (twix and T2 cases; none: skip)")
     parser.add_argument("--tuned-iterations", type=int, default=2000, help="steps of the tuned INR")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -142,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     cs_grid = CS_LAMBDA_GRID[::2] if args.quick else CS_LAMBDA_GRID
     cs_iterations = {"cs-tv": 20, "cs-l1": 20} if args.quick else {"cs-tv": args.tv_iterations, "cs-l1": args.l1_iterations}
     tuned = None if args.tuned_inr == "none" else (
-        args.tuned_inr, 20 if args.quick else args.tuned_iterations, INR_TV_GRID[:1] if args.quick else INR_TV_GRID)
+        args.tuned_inr, 20 if args.quick else args.tuned_iterations, INR_TV_GRID[:1] if args.quick else INR_TV_GRID,
+        INR_OMEGA_GRID[:1] if args.quick else INR_OMEGA_GRID)
     print(f"# kmunet MRI reconstruction benchmark ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)")
     print(f"\ntorch {torch.__version__}, {platform.processor() or platform.machine()}, threads {torch.get_num_threads()}, "
           f"INR iterations {iterations}, INR TV weight {INR_TV_WEIGHT:g}, INR lr {INR_LR:g} (overrides {INR_MODEL_LR}), CS iterations {cs_iterations}, "

@@ -38,8 +38,9 @@ INR_HIDDEN_LAYERS: int = 3
 INR_ITERATIONS: int = 300
 INR_LR: float = 1e-3
 INR_TV_WEIGHT: float = 0.3
-#: Grid of TV weights tried by :func:`kmunet.mri.recon.tune_tv_weight`.
+#: Grids of TV weights and of SIREN first-layer frequencies (omega_0) tried by :func:`kmunet.mri.recon.tune_inr`.
 INR_TV_GRID: tuple[float, ...] = (0.1, 0.3)
+INR_OMEGA_GRID: tuple[float, ...] = (15.0, 30.0)
 #: Conjugate-gradient iterations and proximity weight of the multi-coil final data-consistency step.
 DC_CG_ITERATIONS: int = 10
 DC_CG_MU: float = 0.05

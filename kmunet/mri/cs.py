@@ -131,7 +131,7 @@ def tune_lambda(
         ``(best_lambda, best_image, {lambda: psnr})``.
     """
     return best_on_grid(
-        grid,
+        [float(v) for v in grid],
         lambda lam: cs_reconstruct(kspace, mask, sens, method=method, lam=lam, iterations=iterations),
         lambda img: psnr(reference, fit_intensity(reference, img) if fit_scale else img),
         name="lambda",

@@ -6,12 +6,14 @@ magnitudes) and an optional boolean ``mask`` restricting the metric to a foregro
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Hashable, Sequence, TypeVar
 
 import numpy as np
 from scipy import ndimage
 
 from kmunet.mri import SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_TRUNCATE
+
+H = TypeVar("H", bound=Hashable)
 
 
 def _prepare(reference: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -98,18 +100,18 @@ def all_metrics(reference: np.ndarray, image: np.ndarray, mask: np.ndarray | Non
 
 
 def best_on_grid(
-    grid: Sequence[float],
-    reconstruct: Callable[[float], np.ndarray],
+    grid: Sequence[H],
+    reconstruct: Callable[[H], np.ndarray],
     score: Callable[[np.ndarray], float],
     name: str = "value",
-) -> tuple[float, np.ndarray, dict[float, float]]:
+) -> tuple[H, np.ndarray, dict[H, float]]:
     """Try every value of ``grid`` and keep the reconstruction with the highest score.
 
-    The shared search behind :func:`kmunet.mri.cs.tune_lambda` and
-    :func:`kmunet.mri.recon.tune_tv_weight` (a regularisation weight tuned against a reference).
+    The shared search behind :func:`kmunet.mri.cs.tune_lambda` and :func:`kmunet.mri.recon.tune_inr`
+    (regularisation weights and network settings tuned against a reference).
 
     Args:
-        grid: candidate values, tried in order (the first wins ties).
+        grid: candidate values (numbers or tuples of them), tried in order (the first wins ties).
         reconstruct: maps a value to an image.
         score: maps an image to a score, higher is better (e.g. PSNR against the reference).
         name: what the values are, for the error message.
@@ -122,12 +124,12 @@ def best_on_grid(
     """
     if len(grid) == 0:
         raise ValueError(f"{name} grid is empty")
-    scores: dict[float, float] = {}
-    best_value, best_image = float(grid[0]), None
+    scores: dict[H, float] = {}
+    best_value, best_image = grid[0], None
     for value in grid:
-        image = reconstruct(float(value))
-        scores[float(value)] = float(score(image))
-        if best_image is None or scores[float(value)] > scores[best_value]:
-            best_value, best_image = float(value), image
+        image = reconstruct(value)
+        scores[value] = float(score(image))
+        if best_image is None or scores[value] > scores[best_value]:
+            best_value, best_image = value, image
     assert best_image is not None  # the grid is not empty
     return best_value, best_image, scores

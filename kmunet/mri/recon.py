@@ -35,6 +35,7 @@ from kmunet.mri import (
     INR_ITERATIONS,
     INR_LR,
     INR_NAMES,
+    INR_OMEGA_GRID,
     INR_TV_GRID,
     INR_TV_WEIGHT,
     RECON_METHODS,
@@ -215,42 +216,59 @@ def inr_reconstruct(
     return (x.cpu().numpy() * scale).astype(np.complex64), info
 
 
-def tune_tv_weight(
+def tune_inr(
     kspace: np.ndarray,
     mask: np.ndarray,
     reference: np.ndarray,
     sens: np.ndarray,
     inr: str = "siren",
-    grid: Sequence[float] = INR_TV_GRID,
+    tv_grid: Sequence[float] = INR_TV_GRID,
+    omega_grid: Sequence[float] | None = INR_OMEGA_GRID,
     iterations: int = INR_ITERATIONS,
     fit_scale: bool = False,
     **options: Any,
-) -> tuple[float, np.ndarray, dict[float, float]]:
-    """Pick the TV weight of ``grid`` whose INR reconstruction has the best PSNR against ``reference``.
+) -> tuple[tuple[float, float | None], np.ndarray, dict[tuple[float, float | None], float]]:
+    """Pick the TV weight (and SIREN's ``omega_0``) whose INR reconstruction scores best against ``reference``.
 
-    The INR counterpart of :func:`kmunet.mri.cs.tune_lambda` (one :func:`inr_reconstruct` fit per value,
-    so ``len(grid)`` times its cost).
+    The INR counterpart of :func:`kmunet.mri.cs.tune_lambda`: one :func:`inr_reconstruct` fit per pair
+    of ``tv_grid x omega_grid`` (TV weights outer), scored by PSNR.
 
     Args:
         kspace, mask, sens, inr, iterations: as for :func:`inr_reconstruct`.
         reference: ``(H, W)`` fully sampled reference image.
-        grid: TV weights to try (default :data:`kmunet.mri.INR_TV_GRID`).
+        tv_grid: TV weights to try (default :data:`kmunet.mri.INR_TV_GRID`).
+        omega_grid: SIREN first-layer frequencies to try (default :data:`kmunet.mri.INR_OMEGA_GRID`);
+            ``None`` keeps the model's own (required for INRs other than SIREN).
         fit_scale: score ``|x|`` after a least-squares intensity fit to ``reference``.
         **options: further :func:`inr_reconstruct` arguments (``lr``, ``device``, ``seed``, ...).
 
     Returns:
-        ``(best_tv_weight, best_image, {tv_weight: psnr})``.
+        ``((tv_weight, omega_0), best_image, {(tv_weight, omega_0): psnr})``; ``omega_0`` is ``None``
+        when ``omega_grid`` is.
 
     Raises:
-        ValueError: empty grid, or a bad :func:`inr_reconstruct` argument.
+        ValueError: an empty grid, an ``omega_grid`` for a non-SIREN INR, ``tv_weight`` or ``model_kwargs``
+            passed in ``options``, or a bad :func:`inr_reconstruct` argument.
     """
-    if "tv_weight" in options:
-        raise ValueError("tune_tv_weight chooses tv_weight from grid; do not pass it")
+    for key in ("tv_weight", "model_kwargs"):
+        if key in options:
+            raise ValueError(f"tune_inr chooses {key} from its grids; do not pass it")
+    if omega_grid is not None and inr != "siren":
+        raise ValueError(f"omega_grid applies to SIREN only, not {inr!r}; pass omega_grid=None")
+    omegas: list[float | None] = [None] if omega_grid is None else [float(w) for w in omega_grid]
+    if not omegas or not len(tv_grid):
+        raise ValueError(f"empty grid: tv_grid {list(tv_grid)}, omega_grid {omega_grid}")
+
+    def fit(setting: tuple[float, float | None]) -> np.ndarray:
+        tv, omega = setting
+        extra = {} if omega is None else {"model_kwargs": {"omega_0": omega}}
+        return inr_reconstruct(kspace, mask, sens, inr, iterations=iterations, tv_weight=tv, **extra, **options)[0]
+
     return best_on_grid(
-        grid,
-        lambda tv: inr_reconstruct(kspace, mask, sens, inr, iterations=iterations, tv_weight=tv, **options)[0],
+        [(float(tv), w) for tv in tv_grid for w in omegas],
+        fit,
         lambda img: psnr(reference, fit_intensity(reference, img) if fit_scale else img),
-        name="TV weight",
+        name="INR setting",
     )
 
 

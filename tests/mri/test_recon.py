@@ -9,7 +9,7 @@ from kmunet.mri import make_mask
 from kmunet.mri.cs import tune_lambda
 from kmunet.mri.io import kspace_from_image
 from kmunet.mri.metrics import psnr
-from kmunet.mri.recon import inr_reconstruct, reconstruct, tune_tv_weight
+from kmunet.mri.recon import inr_reconstruct, reconstruct, tune_inr
 
 
 def phantom(n: int = 32) -> np.ndarray:
@@ -92,20 +92,29 @@ def test_tune_lambda_fit_scale(case: tuple) -> None:
     np.testing.assert_allclose(fit_intensity(4 * data.reference, 2 * data.reference), 4 * data.reference, rtol=1e-5)
 
 
-def test_tune_tv_weight_keeps_the_best_fit(case: tuple) -> None:
+def test_tune_inr_keeps_the_best_fit(case: tuple) -> None:
     data, mask, _ = case
-    grid = (1e-3, 0.1)
     sens = np.ones_like(data.kspace)
     kwargs = {"iterations": 30, "hidden_features": 32, "hidden_layers": 1, "seed": 0}
-    tv, image, scores = tune_tv_weight(data.kspace, mask, data.reference, sens, "siren", grid=grid, **kwargs)
-    assert set(scores) == set(grid) and scores[tv] == max(scores.values())
-    again, _ = inr_reconstruct(data.kspace, mask, sens, "siren", tv_weight=tv, **kwargs)  # seeded: reproducible
-    np.testing.assert_allclose(image, again, atol=1e-5)
-    assert psnr(data.reference, image) == pytest.approx(scores[tv])
-    with pytest.raises(ValueError, match="TV weight grid is empty"):
-        tune_tv_weight(data.kspace, mask, data.reference, sens, grid=(), **kwargs)
+    best, image, scores = tune_inr(data.kspace, mask, data.reference, sens, "siren", tv_grid=(1e-3, 0.1),
+                                   omega_grid=(15.0, 30.0), **kwargs)
+    assert list(scores) == [(1e-3, 15.0), (1e-3, 30.0), (0.1, 15.0), (0.1, 30.0)]
+    assert scores[best] == max(scores.values())
+    tv, omega = best
+    again, _ = inr_reconstruct(data.kspace, mask, sens, "siren", tv_weight=tv, model_kwargs={"omega_0": omega}, **kwargs)
+    np.testing.assert_allclose(image, again, atol=1e-5)  # seeded: reproducible
+    assert psnr(data.reference, image) == pytest.approx(scores[best])
+    assert len(set(scores.values())) == 4  # omega_0 reaches the network
+
+    kan_best, _, kan_scores = tune_inr(data.kspace, mask, data.reference, sens, "kan", tv_grid=(0.1,), omega_grid=None,
+                                       **{**kwargs, "iterations": 5})
+    assert kan_best == (0.1, None) and list(kan_scores) == [(0.1, None)]
+    with pytest.raises(ValueError, match="empty grid"):
+        tune_inr(data.kspace, mask, data.reference, sens, tv_grid=(), **kwargs)
     with pytest.raises(ValueError, match="tv_weight"):
-        tune_tv_weight(data.kspace, mask, data.reference, sens, tv_weight=0.1, **kwargs)
+        tune_inr(data.kspace, mask, data.reference, sens, tv_weight=0.1, **kwargs)
+    with pytest.raises(ValueError, match="SIREN only.*'wire'"):
+        tune_inr(data.kspace, mask, data.reference, sens, "wire", **kwargs)
 
 
 def test_best_on_grid_picks_the_highest_score_first_on_ties() -> None:
