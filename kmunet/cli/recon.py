@@ -46,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--iterations", type=int, default=None, help="INR Adam steps / CS iterations")
     parser.add_argument("--lam", type=float, default=None, help="CS regularisation weight")
     parser.add_argument("--tv-weight", type=float, default=None, help="INR TV prior weight")
+    parser.add_argument("--omega-0", type=float, default=None,
+                        help="SIREN first-layer frequency (default 30; 15 did better at 8x in docs/RESULTS.md)")
     parser.add_argument("--reference", default=None,
                         help="reference image for metrics (NIfTI/DICOM/.npy/.cfl); default the fully sampled recon")
     parser.add_argument("--metrics-json", default=None, help="write PSNR/SSIM/NMSE and seconds as JSON")
@@ -92,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{out.parent}: output folder does not exist")
     if args.iterations is not None and args.iterations < 1:
         raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+    if args.omega_0 is not None and (args.method != "inr" or args.inr != "siren"):
+        raise ValueError(f"--omega-0 applies to --method inr --inr siren, not {args.method} / {args.inr}")
+    if args.omega_0 is not None and not args.omega_0 > 0:
+        raise ValueError(f"--omega-0 must be > 0, got {args.omega_0}")
 
     data = simulate_kspace(args.image, args.slice) if args.image else load_kspace(args.kspace, args.slice)
     reference = None
@@ -108,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     sens = estimate_sensitivities(data.kspace * mask)
     result = reconstruct(data, mask, method=args.method, inr=args.inr, iterations=args.iterations, lam=args.lam,
                          tv_weight=args.tv_weight, sens=sens, device=args.device, seed=args.seed,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress,
+                         **({"model_kwargs": {"omega_0": args.omega_0}} if args.omega_0 is not None else {}))
     magnitude = result.magnitude
     normalised = False
     if args.reference is not None:

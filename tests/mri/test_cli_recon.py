@@ -67,3 +67,18 @@ def test_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert not out.exists() and list(tmp_path.iterdir()) == [bad]
     err = capsys.readouterr().err
     assert "kmunet recon: error:" in err and "bad.npy" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_omega_0_reaches_siren_and_is_validated(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path, _ = _volume(tmp_path)
+    psnrs = []
+    for omega in (None, "15"):
+        js = tmp_path / f"m{omega}.json"
+        argv = ["recon", "--image", str(path), "--slice", "2", "--output", str(tmp_path / "o.nii.gz"), "--metrics-json",
+                str(js), "--iterations", "10", "--device", "cpu", "--no-progress"]
+        assert main(argv + (["--omega-0", omega] if omega else [])) == 0
+        psnrs.append(json.loads(js.read_text())["metrics"]["psnr"])
+    assert psnrs[0] != psnrs[1]  # same seed and mask: only omega_0 differs
+    out = tmp_path / "bad.nii.gz"
+    assert main(["recon", "--image", str(path), "--output", str(out), "--inr", "kan", "--omega-0", "15"]) == 1
+    assert not out.exists() and "--omega-0 applies to --method inr --inr siren" in capsys.readouterr().err
