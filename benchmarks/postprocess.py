@@ -40,13 +40,12 @@ WINDOWS = (("config", None, "constant"), ("gaussian 0.5", 0.5, "gaussian"))
 
 
 @torch.no_grad()
-def probabilities(model: torch.nn.Module, config: ExperimentConfig, split: str, overlap: float | None,
-                  mode: str, tta: bool) -> list[dict[str, torch.Tensor]]:
-    """``(1, K, *spatial)`` softmax probabilities, label and FOV of every case of ``split``."""
-    loader, _ = build_val_loader(config, split=split)
+def probabilities(model: torch.nn.Module, config: ExperimentConfig, batches: list[dict[str, Any]],
+                  overlap: float | None, mode: str, tta: bool) -> list[dict[str, torch.Tensor]]:
+    """``(1, K, *spatial)`` softmax probabilities, label and FOV of every batch (one case each)."""
     mirror_axes = tuple(config.data.flip_axes) if tta else ()
     out = []
-    for batch in loader:
+    for batch in batches:
         probs = sliding_window_probabilities(
             batch["image"], tuple(config.data.patch_size), config.train.sw_batch_size, model,
             overlap=config.train.sw_overlap if overlap is None else overlap, mirror_axes=mirror_axes, mode=mode,
@@ -60,6 +59,11 @@ def score(cases: list[dict[str, Any]], config: ExperimentConfig, predict) -> dic
     k = config.network.out_channels
     sums = sum(segmentation_sums(predict(c["probs"]), c["label"], k, c["fov"]) for c in cases)
     return metrics_from_sums(sums, list(config.data.class_names))
+
+
+def threshold(t: float):
+    """``probs -> labels``: foreground where its probability exceeds ``t`` (2-class tasks)."""
+    return lambda p: (p[:, 1:] > t).long()
 
 
 def _line(name: str, m: dict[str, Any]) -> str:
@@ -82,19 +86,22 @@ def run_checkpoint(path: Path) -> None:
     header = " | ".join(f"Dice {n}" for n in names[1:])
     print(f"| variant | {header} | mean Dice{' | F1 in FOV' if two_class else ''} |")
     print("| --- |" + " ---: |" * (len(names) + int(two_class)))
+    # Each split is loaded and preprocessed once; every variant reuses the batches.
+    val_batches = list(build_val_loader(config, split="val")[0])
+    train_batches = list(build_val_loader(config, split="train")[0]) if two_class else []
     for tta in (False, True):
         for wname, overlap, mode in WINDOWS:
             tag = f"{wname} window, {'TTA' if tta else 'no TTA'}"
-            cases = probabilities(model, config, "val", overlap, mode, tta)
+            cases = probabilities(model, config, val_batches, overlap, mode, tta)
             print(_line(f"{tag}, argmax", score(cases, config, argmax)), flush=True)
             if two_class:
                 for t in THRESHOLDS:
-                    print(_line(f"{tag}, threshold {t:.2f}", score(cases, config, lambda p: (p[:, 1:] > t).long())))
+                    print(_line(f"{tag}, threshold {t:.2f}", score(cases, config, threshold(t))))
                 if wname == "config":
-                    train = probabilities(model, config, "train", overlap, mode, tta)
-                    f1 = {t: score(train, config, lambda p: (p[:, 1:] > t).long())["f1_fov"] for t in THRESHOLDS}
+                    train = probabilities(model, config, train_batches, overlap, mode, tta)
+                    f1 = {t: score(train, config, threshold(t))["f1_fov"] for t in THRESHOLDS}
                     best = max(THRESHOLDS, key=lambda t: (f1[t], -abs(t - 0.5)))
-                    m = score(cases, config, lambda p: (p[:, 1:] > best).long())
+                    m = score(cases, config, threshold(best))
                     print(_line(f"{tag}, threshold {best:.2f} chosen on the training split (F1 {f1[best]:.4f} there)", m))
             else:
                 from monai.transforms import KeepLargestConnectedComponent

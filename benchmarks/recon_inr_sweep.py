@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         sens = estimate_sensitivities(kspace * mask)
         for (iterations, tv), omega in itertools.product(grid, args.omega):
             t0 = time.perf_counter()
-            extra = {"model_kwargs": {"omega_0": omega}} if omega is not None else {}
-            image, _ = inr_reconstruct(kspace, mask, sens, "siren", iterations=iterations, tv_weight=tv, **extra)
+            image, _ = inr_reconstruct(kspace, mask, sens, "siren", iterations=iterations, tv_weight=tv, omega_0=omega)
             score = all_metrics(reference, np.abs(image))["psnr"]
             print(f"| {args.case} | {accel:g} | {iterations} | {tv:g} | {omega or 'default'} | {score:.2f} | "
                   f"{time.perf_counter() - t0:.0f} |", flush=True)

@@ -114,8 +114,7 @@ def run(args: argparse.Namespace) -> int:
     sens = estimate_sensitivities(data.kspace * mask)
     result = reconstruct(data, mask, method=args.method, inr=args.inr, iterations=args.iterations, lam=args.lam,
                          tv_weight=args.tv_weight, sens=sens, device=args.device, seed=args.seed,
-                         progress=not args.no_progress,
-                         **({"model_kwargs": {"omega_0": args.omega_0}} if args.omega_0 is not None else {}))
+                         progress=not args.no_progress, omega_0=args.omega_0)
     magnitude = result.magnitude
     normalised = False
     if args.reference is not None:

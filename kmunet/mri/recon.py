@@ -133,6 +133,7 @@ def inr_reconstruct(
     seed: int = 0,
     progress: bool = False,
     model_kwargs: dict[str, Any] | None = None,
+    omega_0: float | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Fit an INR to undersampled k-space (see module docstring).
 
@@ -149,6 +150,7 @@ def inr_reconstruct(
         seed: network initialisation seed.
         progress: show a tqdm bar with the loss.
         model_kwargs: extra ``build_inr`` options (override :data:`INR_MODEL_KWARGS`).
+        omega_0: SIREN's first-layer frequency (``None``: :data:`INR_MODEL_KWARGS`'s); SIREN only.
 
     Returns:
         ``(image, info)``: complex64 ``(H, W)`` image and diagnostics.
@@ -163,6 +165,8 @@ def inr_reconstruct(
         raise ValueError(f"lr must be > 0, got {lr}")
     if not tv_weight >= 0:
         raise ValueError(f"tv_weight must be >= 0, got {tv_weight}")
+    if omega_0 is not None and inr != "siren":
+        raise ValueError(f"omega_0 applies to SIREN only, not {inr!r}")
     device = torch.device(device)
     scale = kspace_scale(kspace, mask)
     y = torch.from_numpy((np.asarray(kspace) * mask / scale).astype(np.complex64)).to(device)
@@ -173,6 +177,8 @@ def inr_reconstruct(
     coords = image_grid(shape, device)
     kwargs = dict(INR_MODEL_KWARGS.get(inr, {}))
     kwargs.update(model_kwargs or {})
+    if omega_0 is not None:
+        kwargs["omega_0"] = float(omega_0)
     model = build_inr(inr, 2, 1, hidden_features=int(hidden_features or INR_WIDTH.get(inr, INR_HIDDEN_FEATURES)),
                       hidden_layers=int(hidden_layers if hidden_layers is not None else INR_DEPTH.get(inr, INR_HIDDEN_LAYERS)),
                       complex_output=True, seed=seed, **kwargs).to(device)
@@ -247,10 +253,10 @@ def tune_inr(
         when ``omega_grid`` is.
 
     Raises:
-        ValueError: an empty grid, an ``omega_grid`` for a non-SIREN INR, ``tv_weight`` or ``model_kwargs``
+        ValueError: an empty grid, an ``omega_grid`` for a non-SIREN INR, ``tv_weight`` or ``omega_0``
             passed in ``options``, or a bad :func:`inr_reconstruct` argument.
     """
-    for key in ("tv_weight", "model_kwargs"):
+    for key in ("tv_weight", "omega_0"):
         if key in options:
             raise ValueError(f"tune_inr chooses {key} from its grids; do not pass it")
     if omega_grid is not None and inr != "siren":
@@ -259,14 +265,10 @@ def tune_inr(
     if not omegas or not len(tv_grid):
         raise ValueError(f"empty grid: tv_grid {list(tv_grid)}, omega_grid {omega_grid}")
 
-    def fit(setting: tuple[float, float | None]) -> np.ndarray:
-        tv, omega = setting
-        extra = {} if omega is None else {"model_kwargs": {"omega_0": omega}}
-        return inr_reconstruct(kspace, mask, sens, inr, iterations=iterations, tv_weight=tv, **extra, **options)[0]
-
     return best_on_grid(
         [(float(tv), w) for tv in tv_grid for w in omegas],
-        fit,
+        lambda setting: inr_reconstruct(kspace, mask, sens, inr, iterations=iterations, tv_weight=setting[0],
+                                        omega_0=setting[1], **options)[0],
         lambda img: psnr(reference, fit_intensity(reference, img) if fit_scale else img),
         name="INR setting",
     )
@@ -305,7 +307,8 @@ def reconstruct(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (INR only; sigpy CS runs on CPU).
         seed: INR initialisation seed.
         progress: tqdm bar for INR fitting.
-        **inr_options: ``hidden_features``, ``hidden_layers``, ``model_kwargs`` for :func:`inr_reconstruct`.
+        **inr_options: ``hidden_features``, ``hidden_layers``, ``model_kwargs``, ``omega_0`` for
+            :func:`inr_reconstruct`.
 
     Returns:
         :class:`ReconResult`.
@@ -314,7 +317,7 @@ def reconstruct(
 
     if method not in RECON_METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {list(RECON_METHODS)}")
-    unknown = sorted(set(inr_options) - {"hidden_features", "hidden_layers", "model_kwargs"})
+    unknown = sorted(set(inr_options) - {"hidden_features", "hidden_layers", "model_kwargs", "omega_0"})
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for reconstruct")
     if not isinstance(data, KSpaceData):

@@ -83,6 +83,11 @@ def _all_reduce(t: torch.Tensor, world_size: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
+def _sums_length(num_classes: int) -> int:
+    """Length of the :func:`segmentation_sums` vector: Dice sums and counts per class, then TP / FP / FN."""
+    return 2 * (num_classes - 1) + 3
+
+
 def segmentation_sums(pred: torch.Tensor, label: torch.Tensor, num_classes: int,
                       fov: torch.Tensor | None = None) -> torch.Tensor:
     """Scores of a batch of label maps, as sums that add up over batches (see :func:`metrics_from_sums`).
@@ -99,7 +104,7 @@ def segmentation_sums(pred: torch.Tensor, label: torch.Tensor, num_classes: int,
     """
     from monai.metrics import compute_dice
 
-    sums = torch.zeros(2 * (num_classes - 1) + 3, dtype=torch.float64)
+    sums = torch.zeros(_sums_length(num_classes), dtype=torch.float64)
     pred, label = pred.long(), label.long()
     shape = (pred.shape[0], num_classes, *pred.shape[2:])
     onehot_pred = torch.zeros(shape, device=pred.device).scatter_(1, pred, 1.0)
@@ -130,7 +135,7 @@ def _evaluate_sums(
     from kmunet.inference.tta import sliding_window_probabilities
 
     num_classes = config.network.out_channels
-    sums = torch.zeros(2 * (num_classes - 1) + 3, dtype=torch.float64)
+    sums = torch.zeros(_sums_length(num_classes), dtype=torch.float64)
     model.eval()
     for batch in loader:
         image = batch["image"].to(device)
