@@ -16,8 +16,10 @@ Data (read-only, ``../shared/data``):
 The first ``--inr`` model (default SIREN) is scored on every case, with the default per-axis coordinate
 scaling (``inr-siren``) and in isotropic world coordinates (``inr-siren-world``, unless ``--no-world``);
 ``--compare-inr`` models (default Fourier features, WIRE, KAN; ``--compare-iterations`` steps) on the
-first hippocampus case at factor 2 only, to fit a CPU budget. Also times one scan-specific INR
-resampling of a 64^3 volume (factor 2 along one axis).
+first hippocampus case at factor 2 only, to fit a CPU budget. With a prior, ``prior`` is the learned
+prior alone and ``prior+siren`` the prior fused with the first INR (``method="prior+inr"``: weights from
+self-validation on the low-resolution input, :func:`kmunet.inr.resample.fusion_weight`; ``--no-fused`` skips
+it). Also times one scan-specific INR resampling of a 64^3 volume (factor 2 along one axis).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/resample.py [--quick] [--prior checkpoints/resampler_hippocampus.pt]``.
 """
@@ -137,6 +139,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-dicom", action="store_true")
     parser.add_argument("--no-world", action="store_true",
                         help="skip the first INR in isotropic world coordinates (scaled_coordinates=False)")
+    parser.add_argument("--no-fused", action="store_true",
+                        help="skip the prior fused with the first INR (method prior+inr: two more INR fits per case)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
@@ -170,6 +174,9 @@ def main(argv=None) -> int:
                     for m in args.inr[:1]]
     if prior is not None:
         methods.append(("prior", {"prior": prior}))
+        if args.inr and not args.no_fused:  # the prior fused with the first INR (self-validated weights)
+            methods.append((f"prior+{args.inr[0]}", {"method": "prior+inr", "prior": prior, "inr": args.inr[0],
+                                                     "iterations": iterations}))
     compare_its = iterations if args.quick else args.compare_iterations
     compare = [(f"inr-{m}", {"method": "inr", "inr": m, "iterations": compare_its}) for m in args.compare_inr]
 

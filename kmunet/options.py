@@ -22,8 +22,9 @@ INR_MODELS: tuple[str, ...] = ("siren", "fourier", "wire", "kan")
 MASK_KINDS: tuple[str, ...] = ("random", "equispaced", "poisson")
 #: Reconstruction methods of :func:`kmunet.mri.recon.reconstruct` and ``kmunet recon --method``.
 RECON_METHODS: tuple[str, ...] = ("inr", "zero-filled", "cs-tv", "cs-l1")
-#: Resampling methods of :func:`kmunet.inr.resample.resample_volume` (``"prior"`` is implied by a prior model).
-RESAMPLE_METHODS: tuple[str, ...] = ("inr", "linear", "bspline", "prior")
+#: Resampling methods of :func:`kmunet.inr.resample.resample_volume` (``"prior"`` is implied by a prior model;
+#: ``"prior+inr"`` fuses the prior with a scan-specific INR and needs one too).
+RESAMPLE_METHODS: tuple[str, ...] = ("inr", "linear", "bspline", "prior", "prior+inr")
 #: Retrospective undersampling defaults: acceleration R, fully sampled centre fraction, mask seed.
 DEFAULT_ACCELERATION: float = 4.0
 DEFAULT_CENTER_FRACTION: float = 0.08

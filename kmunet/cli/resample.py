@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Resample a 3-D NIfTI volume to a new voxel size. The new grid keeps the input's origin (first voxel "
             "centre) and orientation and covers its extent. Methods: a scan-specific INR fitted in world "
-            "coordinates (--method inr, default), a learned resampler (--prior MODEL), trilinear (linear) or "
+            "coordinates (--method inr, default), a learned resampler (--prior MODEL), the two fused "
+            "(--prior MODEL --method prior+inr, weights from self-validation on the input), trilinear (linear) or "
             "cubic B-spline (bspline) interpolation."
         ),
     )
@@ -36,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--inr", choices=INR_MODELS, default="siren", help="INR model (default siren)")
     parser.add_argument("--iterations", type=int, default=None, help="INR fitting steps (default 800)")
     parser.add_argument("--prior", default=None, metavar="MODEL",
-                        help="learned resampler checkpoint (from kmunet train-resampler); replaces --method")
+                        help="learned resampler checkpoint (from kmunet train-resampler); replaces --method inr, "
+                             "or is fused with it by --method prior+inr")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--seed", type=int, default=0, help="INR seed (default 0)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar while fitting")
@@ -59,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--plane and --plane-size go together")
     if args.axis is not None and args.factor is None:
         raise ValueError("--axis needs --factor")
-    if args.prior is not None and args.method != "inr":
+    if args.prior is not None and args.method not in ("inr", "prior+inr"):
         raise ValueError(f"--prior cannot be combined with --method {args.method}")
+    if args.prior is None and args.method == "prior+inr":
+        raise ValueError("--method prior+inr needs --prior MODEL")
     if args.iterations is not None and args.iterations < 1:
         raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
     output = Path(args.output)

@@ -28,6 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--seed", type=int, default=0, help="split, initialisation and sampling seed")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--zoom", type=float, nargs=2, default=[1.0, 1.0], metavar=("LOW", "HIGH"),
+                        help="range of a random down-scaling of the crops (coarser scans; default 1 1: off)")
+    parser.add_argument("--slice-blur", type=float, default=0.0,
+                        help="largest Gaussian sigma (voxels) of a random slice-profile blur (default 0: off)")
+    parser.add_argument("--contrast", type=float, default=0.0,
+                        help="probability of a random intensity remapping (other contrasts; default 0: off)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
     parser.set_defaults(func=run)
 
@@ -36,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``kmunet train-resampler``; returns 0 on success."""
     from pathlib import Path
 
-    from kmunet.inr.prior import train_resampler
+    from kmunet.inr.prior import ResamplerAugment, train_resampler
 
     output = Path(args.output)
     if not output.parent.is_dir():
@@ -44,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     summary = train_resampler(
         args.data, output, epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, factors=args.factors,
         lr=args.lr, holdout=args.holdout, seed=args.seed, device=args.device, time_limit=args.time_limit,
+        augment=ResamplerAugment(zoom=tuple(args.zoom), slice_blur=args.slice_blur, contrast=args.contrast),
         progress=args.progress,
     )
     print(f"trained {summary['steps']} steps in {summary['seconds']} s on {len(summary['train'])} volumes "

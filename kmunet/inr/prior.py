@@ -18,6 +18,7 @@ inference the prediction is averaged over the 8 mirror images of the input (flip
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from torch import Tensor
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "ResamplerAugment",
     "ResamplerNet",
     "holdout_split",
     "load_resampler",
@@ -227,14 +229,68 @@ def holdout_split(files: Sequence[Path], holdout: int, seed: int = 0) -> tuple[l
     return train, held
 
 
+@dataclasses.dataclass(frozen=True)
+class ResamplerAugment:
+    """Domain randomisation of the training crops of :func:`train_resampler` (all off by default).
+
+    Attributes:
+        zoom: ``(low, high)`` range of an isotropic down-scaling factor: a crop ``s`` times larger is cut
+            and resampled (Gaussian anti-aliasing, linear interpolation) to the crop size, so structures
+            look ``s`` times smaller in voxels (coarser scans than the training data). ``(1, 1)``: off.
+        slice_blur: largest Gaussian sigma (voxels) of a slice-profile blur along the slice-dropping axis,
+            applied to the high-resolution crop before slices are dropped (thick-slice acquisitions); the
+            sigma is drawn uniformly from ``[0, slice_blur]``. 0: off.
+        contrast: probability of a random intensity remapping (a piecewise-linear look-up table with
+            random values at ``CONTRAST_KNOTS``; 0 stays 0), which teaches contrasts other than the
+            training data's (T2 from T1, say), in the spirit of SynthSR/SynthSeg (Iglesias et al. 2023).
+    """
+
+    zoom: tuple[float, float] = (1.0, 1.0)
+    slice_blur: float = 0.0
+    contrast: float = 0.0
+
+    def __post_init__(self) -> None:
+        lo, hi = (float(v) for v in self.zoom)
+        if not (1.0 <= lo <= hi) or not math.isfinite(hi):
+            raise ValueError(f"zoom must be a range (low, high) with 1 <= low <= high, got {self.zoom!r}")
+        if not (math.isfinite(self.slice_blur) and self.slice_blur >= 0):
+            raise ValueError(f"slice_blur must be >= 0, got {self.slice_blur!r}")
+        if not 0.0 <= self.contrast <= 1.0:
+            raise ValueError(f"contrast must be a probability in [0, 1], got {self.contrast!r}")
+
+
+#: Knots (normalised intensities) of the random contrast look-up table of :class:`ResamplerAugment`.
+CONTRAST_KNOTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+
+
+def _random_contrast(hr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Piecewise-linear remapping through random values at :data:`CONTRAST_KNOTS` (0 -> 0, rescaled so
+    the 99th percentile stays 1); intensities above the last knot map to its value."""
+    values = np.concatenate([[0.0], rng.uniform(0.05, 1.0, len(CONTRAST_KNOTS) - 1)])
+    out = np.interp(hr, CONTRAST_KNOTS, values).astype(np.float32)
+    return out / intensity_scale(out)
+
+
+def _crop_with_pad(vol: np.ndarray, size: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """A random ``size`` crop of ``vol`` (reflect-padded first when ``vol`` is smaller)."""
+    pad = [(0, max(0, s - n)) for s, n in zip(size, vol.shape)]
+    if any(p[1] for p in pad):
+        vol = np.pad(vol, pad, mode="reflect" if all(n > 1 for n in vol.shape) else "edge")
+    start = [int(rng.integers(n - s + 1)) for n, s in zip(vol.shape, size)]
+    return vol[start[0]:start[0] + size[0], start[1]:start[1] + size[1], start[2]:start[2] + size[2]]
+
+
 def _make_batch(volumes: list[np.ndarray], rng: np.random.Generator, batch: int, crop: int,
-                factors: Sequence[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                factors: Sequence[int], augment: ResamplerAugment = ResamplerAugment()
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Random crops with slices dropped along a random axis.
 
     Returns:
         ``(lr (B,1,...), query index (B,N,3), target (B,N), factors (B,3))``; targets are the dropped
         slices' voxels (normalised intensities).
     """
+    from scipy import ndimage
+
     r = int(rng.choice(factors))
     axis = int(rng.integers(3))
     m = (crop - 1) // r + 1  # kept slices
@@ -244,11 +300,17 @@ def _make_batch(volumes: list[np.ndarray], rng: np.random.Generator, batch: int,
     lrs, targets = [], []
     for _ in range(batch):
         vol = volumes[int(rng.integers(len(volumes)))]
-        pad = [(0, max(0, s - n)) for s, n in zip(size, vol.shape)]
-        if any(p[1] for p in pad):
-            vol = np.pad(vol, pad, mode="reflect" if all(n > 1 for n in vol.shape) else "edge")
-        start = [int(rng.integers(n - s + 1)) for n, s in zip(vol.shape, size)]
-        hr = vol[start[0]:start[0] + size[0], start[1]:start[1] + size[1], start[2]:start[2] + size[2]]
+        scale = float(rng.uniform(*augment.zoom)) if augment.zoom[1] > 1 else 1.0
+        if scale > 1.0:
+            src = _crop_with_pad(vol, [int(math.ceil(s * scale)) for s in size], rng)
+            src = ndimage.gaussian_filter(src, sigma=0.5 * math.sqrt(scale**2 - 1.0))  # anti-aliasing
+            hr = ndimage.zoom(src, [s / n for s, n in zip(size, src.shape)], order=1, grid_mode=True, mode="nearest")
+        else:
+            hr = _crop_with_pad(vol, size, rng)
+        if augment.slice_blur > 0:
+            hr = ndimage.gaussian_filter1d(hr, float(rng.uniform(0.0, augment.slice_blur)), axis=axis, mode="nearest")
+        if augment.contrast > 0 and rng.random() < augment.contrast:
+            hr = _random_contrast(hr, rng)
         for ax in range(3):
             if rng.random() < 0.5:
                 hr = np.flip(hr, ax)
@@ -290,6 +352,7 @@ def train_resampler(
     blocks: int = 3,
     hidden: int = 64,
     decoder_layers: int = 2,
+    augment: ResamplerAugment | None = None,
     progress: bool = False,
     log_every: int = 0,
 ) -> dict:
@@ -308,6 +371,7 @@ def train_resampler(
         epochs: training epochs.
         time_limit: stop (and save) after this many seconds even if epochs remain.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        augment: domain randomisation of the crops (:class:`ResamplerAugment`; default: none).
 
     Returns:
         Summary dict (``steps``, ``seconds``, ``final_loss``, ``train``, ``holdout`` names).
@@ -323,6 +387,9 @@ def train_resampler(
         raise ValueError(f"factors must be integers >= 2, got {list(factors)!r}")
     if crop < 2 * max(factors) + 1:
         raise ValueError(f"crop {crop} too small for factor {max(factors)}")
+    augment = ResamplerAugment() if augment is None else augment
+    if not isinstance(augment, ResamplerAugment):
+        raise TypeError(f"augment must be a ResamplerAugment, got {type(augment).__name__}")
     dev = resolve_device(device)
     files = list_volumes(data_dir)
     if holdout >= len(files):
@@ -360,7 +427,7 @@ def train_resampler(
                 progress_frac = max(progress_frac, (time.perf_counter() - start) / time_limit)
             for group in opt.param_groups:
                 group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress_frac, 1.0))))
-            lr_vol, q, target, fac = _make_batch(volumes, rng, batch_size, crop, factors)
+            lr_vol, q, target, fac = _make_batch(volumes, rng, batch_size, crop, factors, augment)
             pred = model(lr_vol.to(dev), q.to(dev), fac.to(dev))
             loss = F.mse_loss(pred, target.to(dev))
             opt.zero_grad(set_to_none=True)
@@ -388,6 +455,8 @@ def train_resampler(
         "stopped_early": stopped_early,
         "factors": [int(f) for f in factors],
         "crop": crop,
+        "augment": {"zoom": [float(v) for v in augment.zoom], "slice_blur": float(augment.slice_blur),
+                    "contrast": float(augment.contrast)},
         "seed": seed,
         "data": Path(data_dir).name,
         "train": [p.name for p in train_files],

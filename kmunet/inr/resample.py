@@ -5,6 +5,10 @@
   scaled to ``[0, 1]`` and restored; then evaluate it on the new grid in chunks. The fitted model can also
   be sampled at arbitrary world points and planes (:func:`sample_points`, :func:`sample_plane`).
 * ``method="prior"`` (or ``prior=PATH``): the learned LIIF/ArSSR-style resampler of :mod:`kmunet.inr.prior`.
+* ``method="prior+inr"`` (with ``prior=PATH``): the learned prior and the scan-specific INR, averaged
+  with weights from self-validation on the input (:func:`fusion_weight`): both methods predict every
+  other input slice of each upsampled axis from the remaining ones, and each gets a weight inversely
+  proportional to its squared error there. Neither the reference nor the output grid is looked at.
 * ``method="linear"`` / ``"bspline"``: trilinear and cubic B-spline interpolation
   (``scipy.ndimage.map_coordinates``, order 1 and 3 with the spline prefilter) at the new grid's points
   mapped into the input's voxel indices through both affines.
@@ -30,6 +34,7 @@ __all__ = [
     "INR_DEFAULTS",
     "FittedINR",
     "fit_inr",
+    "fusion_weight",
     "interpolate_array",
     "load_volume",
     "plane_grid",
@@ -272,6 +277,76 @@ def _prior_on_grid(prior: str | Path, data: np.ndarray, in_grid: Grid, out_grid:
     return prior_resample_array(model, data, index, factors).reshape(out_grid.shape)
 
 
+def _upsampled_axes(in_grid: Grid, out_grid: Grid) -> list[int]:
+    """Voxel axes along which ``out_grid`` samples more densely than ``in_grid`` (the prior's factors > 1)."""
+    factors = in_grid.spacing / out_grid.spacing
+    return [a for a in range(3) if factors[a] > 1.0 + 1e-6]
+
+
+def fusion_weight(
+    image: Any,
+    axes: Sequence[int],
+    prior: str | Path,
+    *,
+    inr: str = "siren",
+    iterations: int | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    **inr_options: Any,
+) -> tuple[float, dict[str, float]]:
+    """Weight of the learned prior in ``method="prior+inr"``, by self-validation on the input alone.
+
+    The input is cropped to an odd number of samples along each axis in ``axes``; its even-indexed
+    samples along those axes are kept, and the prior and a scan-specific INR (fitted to the kept voxels
+    only, coordinates compressed by 2 along ``axes``) predict the others -- a factor-2 version of the real
+    task. With mean squared errors ``e_prior`` and ``e_inr`` on the predicted voxels, the prior's weight is
+    ``e_inr / (e_prior + e_inr)`` (inverse-variance weighting).
+
+    Args:
+        image: nibabel image or path.
+        axes: upsampled voxel axes (each needs at least 3 samples).
+        prior: learned resampler checkpoint.
+        inr, iterations, device, seed, inr_options: as for :func:`fit_inr`.
+
+    Returns:
+        ``(weight, {"prior_mse", "inr_mse"})``.
+
+    Raises:
+        ValueError: no axes, or an axis with fewer than 3 samples.
+    """
+    from kmunet.runtime import resolve_device
+
+    image, data = load_volume(image)
+    axes = sorted({int(a) for a in axes})
+    if not axes or any(a not in (0, 1, 2) for a in axes):
+        raise ValueError(f"axes must be a non-empty subset of (0, 1, 2), got {list(axes)}")
+    crop = [slice(None)] * 3
+    keep = [slice(None)] * 3
+    for a in axes:
+        n = (data.shape[a] - 1) // 2 * 2 + 1
+        if n < 3:
+            raise ValueError(f"self-validation needs at least 3 samples along axis {a}, got {data.shape[a]}")
+        crop[a], keep[a] = slice(0, n), slice(0, n, 2)
+    ref = np.ascontiguousarray(data[tuple(crop)])
+    grid = Grid(ref.shape, grid_from_image(image).affine)
+    kept = np.zeros(ref.shape, dtype=bool)
+    kept[tuple(keep)] = True
+    low = np.ascontiguousarray(ref[tuple(keep)])
+    low_affine = grid.affine.copy()
+    low_affine[:3, axes] *= 2.0  # every other sample: twice the spacing, same first voxel
+    pred_prior = _prior_on_grid(prior, low, Grid(low.shape, low_affine), grid, resolve_device(device))
+    compression = np.ones(3)
+    compression[axes] = 2.0
+    fitted = fit_inr(_output_image(image, ref, grid.affine), inr=inr, iterations=iterations, device=device,
+                     seed=seed, mask=kept, compression=compression, **inr_options)
+    pred_inr = _inr_on_grid(fitted, grid)
+    e_prior = float(np.mean((pred_prior[~kept] - ref[~kept]) ** 2))
+    e_inr = float(np.mean((pred_inr[~kept] - ref[~kept]) ** 2))
+    total = e_prior + e_inr
+    weight = 0.5 if total <= 0 else e_inr / total
+    return weight, {"prior_mse": e_prior, "inr_mse": e_inr}
+
+
 # ------------------------------------------------------------------------------------------- main API
 def _output_image(reference: Any, data: np.ndarray, affine: np.ndarray):
     import nibabel as nib
@@ -312,8 +387,9 @@ def resample_volume(
         spacing: new voxel size per voxel axis (mm); or
         factor: sample-count multiplier along ``axis`` (all axes if ``axis`` is ``None``).
         axis: voxel axis (0, 1, 2) for ``factor``.
-        method: ``"inr"``, ``"linear"``, ``"bspline"`` or ``"prior"`` (implied by ``prior``).
-        inr: INR model name for ``method="inr"``.
+        method: ``"inr"``, ``"linear"``, ``"bspline"``, ``"prior"`` (implied by ``prior``) or
+            ``"prior+inr"`` (needs ``prior``; see the module docstring).
+        inr: INR model name for ``method="inr"`` and ``"prior+inr"``.
         iterations: INR fitting steps.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (INR and prior).
         seed: INR seed.
@@ -337,7 +413,7 @@ def resample_volume(
     image, data = load_volume(image)
     in_grid = grid_from_image(image)
     out_grid = resampled_grid(in_grid, spacing=spacing, factor=factor, axis=axis)
-    if key == "inr" and scaled_coordinates:
+    if key in ("inr", "prior+inr") and scaled_coordinates:
         inr_options["compression"] = np.maximum(in_grid.spacing / out_grid.spacing, 1.0)
     out = _resample_on_grid(image, data, in_grid, out_grid, key, inr=inr, iterations=iterations, device=device,
                             seed=seed, prior=prior, progress=progress, **inr_options)
@@ -345,16 +421,16 @@ def resample_volume(
 
 
 def _method_key(method: str, prior: str | Path | None) -> str:
-    """Validated method name; ``prior`` implies ``"prior"``."""
+    """Validated method name; ``prior`` implies ``"prior"`` unless the method is ``"prior+inr"``."""
     key = str(method).lower()
     if key not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {list(METHODS)}")
     if prior is not None:
-        if key not in ("inr", "prior"):
+        if key not in ("inr", "prior", "prior+inr"):
             raise ValueError(f"a prior model cannot be combined with method {method!r}")
-        return "prior"
-    if key == "prior":
-        raise ValueError("method 'prior' needs a prior model (prior=PATH)")
+        return "prior+inr" if key == "prior+inr" else "prior"
+    if key in ("prior", "prior+inr"):
+        raise ValueError(f"method {key!r} needs a prior model (prior=PATH)")
     return key
 
 
@@ -372,7 +448,15 @@ def _resample_on_grid(
     if key == "prior":
         return _prior_on_grid(prior, data, in_grid, out_grid, resolve_device(device))
     fitted = fit_inr(image, inr=inr, iterations=iterations, device=device, seed=seed, progress=progress, **inr_options)
-    return _inr_on_grid(fitted, out_grid)
+    values = _inr_on_grid(fitted, out_grid)
+    if key == "inr":
+        return values
+    axes = _upsampled_axes(in_grid, out_grid)
+    weight = 0.5
+    if axes:  # no upsampled axis (pure down-sampling): nothing to validate on, plain average
+        options = {k: v for k, v in inr_options.items() if k != "compression"}
+        weight, _ = fusion_weight(image, axes, prior, inr=inr, iterations=iterations, device=device, seed=seed, **options)
+    return weight * _prior_on_grid(prior, data, in_grid, out_grid, resolve_device(device)) + (1.0 - weight) * values
 
 
 def plane_grid(
