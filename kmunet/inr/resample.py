@@ -292,13 +292,14 @@ def fusion_weight(
     iterations: int | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
+    scaled_coordinates: bool = True,
     **inr_options: Any,
 ) -> tuple[float, dict[str, float]]:
     """Weight of the learned prior in ``method="prior+inr"``, by self-validation on the input alone.
 
     The input is cropped to an odd number of samples along each axis in ``axes``; its even-indexed
     samples along those axes are kept, and the prior and a scan-specific INR (fitted to the kept voxels
-    only, coordinates compressed by 2 along ``axes``) predict the others -- a factor-2 version of the real
+    only; coordinates compressed by 2 along ``axes`` unless ``scaled_coordinates`` is False) predict the others -- a factor-2 version of the real
     task. With mean squared errors ``e_prior`` and ``e_inr`` on the predicted voxels, the prior's weight is
     ``e_inr / (e_prior + e_inr)`` (inverse-variance weighting).
 
@@ -307,6 +308,7 @@ def fusion_weight(
         axes: upsampled voxel axes (each needs at least 3 samples).
         prior: learned resampler checkpoint.
         inr, iterations, device, seed, inr_options: as for :func:`fit_inr`.
+        scaled_coordinates: as for :func:`resample_volume` (here the upsampling factor is 2).
 
     Returns:
         ``(weight, {"prior_mse", "inr_mse"})``.
@@ -336,7 +338,8 @@ def fusion_weight(
     low_affine[:3, axes] *= 2.0  # every other sample: twice the spacing, same first voxel
     pred_prior = _prior_on_grid(prior, low, Grid(low.shape, low_affine), grid, resolve_device(device))
     compression = np.ones(3)
-    compression[axes] = 2.0
+    if scaled_coordinates:
+        compression[axes] = 2.0
     fitted = fit_inr(_output_image(image, ref, grid.affine), inr=inr, iterations=iterations, device=device,
                      seed=seed, mask=kept, compression=compression, **inr_options)
     pred_inr = _inr_on_grid(fitted, grid)
@@ -455,7 +458,8 @@ def _resample_on_grid(
     weight = 0.5
     if axes:  # no upsampled axis (pure down-sampling): nothing to validate on, plain average
         options = {k: v for k, v in inr_options.items() if k != "compression"}
-        weight, _ = fusion_weight(image, axes, prior, inr=inr, iterations=iterations, device=device, seed=seed, **options)
+        weight, _ = fusion_weight(image, axes, prior, inr=inr, iterations=iterations, device=device, seed=seed,
+                                  scaled_coordinates="compression" in inr_options, **options)
     return weight * _prior_on_grid(prior, data, in_grid, out_grid, resolve_device(device)) + (1.0 - weight) * values
 
 

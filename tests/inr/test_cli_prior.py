@@ -201,6 +201,12 @@ def test_prior_plus_inr_is_the_self_validated_blend(tmp_path, tiny_prior) -> Non
     np.testing.assert_allclose(fused.affine, prior_only.affine)
     # Deterministic: the same call gives the same weight.
     assert fusion_weight(img, [2], tiny_prior, iterations=30, device="cpu", seed=0)[0] == weight
+    # In isotropic world coordinates the blend validates its INR in the same coordinates.
+    world = resample_volume(src, method="prior+inr", prior=tiny_prior, scaled_coordinates=False, **kw)
+    w_world, _ = fusion_weight(img, [2], tiny_prior, iterations=30, device="cpu", seed=0, scaled_coordinates=False)
+    inr_world = resample_volume(src, method="inr", scaled_coordinates=False, **kw)
+    np.testing.assert_allclose(np.asarray(world.dataobj), w_world * np.asarray(prior_only.dataobj)
+                               + (1 - w_world) * np.asarray(inr_world.dataobj), rtol=1e-5, atol=1e-4)
 
 
 def test_fusion_weight_prefers_the_method_that_predicts_held_slices(tmp_path, tiny_prior) -> None:
