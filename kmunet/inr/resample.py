@@ -268,19 +268,19 @@ def _inr_on_grid(fitted: FittedINR, out_grid: Grid) -> np.ndarray:
     return out.reshape(out_grid.shape)
 
 
+def _upsampling_factors(in_grid: Grid, out_grid: Grid) -> np.ndarray:
+    """Per-voxel-axis upsampling factors ``max(old spacing / new spacing, 1)``, ``(3,)``: the prior's
+    conditioning and the INR's coordinate compression."""
+    return np.maximum(in_grid.spacing / out_grid.spacing, 1.0)
+
+
 def _prior_on_grid(prior: str | Path, data: np.ndarray, in_grid: Grid, out_grid: Grid, device: torch.device) -> np.ndarray:
     from kmunet.inr.prior import load_resampler, prior_resample_array
 
     model = load_resampler(prior, device=device)
-    factors = np.maximum(in_grid.spacing / out_grid.spacing, 1.0)
+    factors = _upsampling_factors(in_grid, out_grid)
     index = in_grid.world_to_index(out_grid.world_points())
     return prior_resample_array(model, data, index, factors).reshape(out_grid.shape)
-
-
-def _upsampled_axes(in_grid: Grid, out_grid: Grid) -> list[int]:
-    """Voxel axes along which ``out_grid`` samples more densely than ``in_grid`` (the prior's factors > 1)."""
-    factors = in_grid.spacing / out_grid.spacing
-    return [a for a in range(3) if factors[a] > 1.0 + 1e-6]
 
 
 def fusion_weight(
@@ -299,8 +299,8 @@ def fusion_weight(
 
     The input is cropped to an odd number of samples along each axis in ``axes``; its even-indexed
     samples along those axes are kept, and the prior and a scan-specific INR (fitted to the kept voxels
-    only; coordinates compressed by 2 along ``axes`` unless ``scaled_coordinates`` is False) predict the others -- a factor-2 version of the real
-    task. With mean squared errors ``e_prior`` and ``e_inr`` on the predicted voxels, the prior's weight is
+    only; coordinates compressed by 2 along ``axes`` unless ``scaled_coordinates`` is False) predict the
+    others -- a factor-2 version of the real task. With mean squared errors ``e_prior`` and ``e_inr`` on the predicted voxels, the prior's weight is
     ``e_inr / (e_prior + e_inr)`` (inverse-variance weighting).
 
     Args:
@@ -417,7 +417,7 @@ def resample_volume(
     in_grid = grid_from_image(image)
     out_grid = resampled_grid(in_grid, spacing=spacing, factor=factor, axis=axis)
     if key in ("inr", "prior+inr") and scaled_coordinates:
-        inr_options["compression"] = np.maximum(in_grid.spacing / out_grid.spacing, 1.0)
+        inr_options["compression"] = _upsampling_factors(in_grid, out_grid)
     out = _resample_on_grid(image, data, in_grid, out_grid, key, inr=inr, iterations=iterations, device=device,
                             seed=seed, prior=prior, progress=progress, **inr_options)
     return _output_image(image, out, out_grid.affine)
@@ -454,9 +454,10 @@ def _resample_on_grid(
     values = _inr_on_grid(fitted, out_grid)
     if key == "inr":
         return values
-    axes = _upsampled_axes(in_grid, out_grid)
+    axes = [a for a, f in enumerate(_upsampling_factors(in_grid, out_grid)) if f > 1.0 + 1e-6]
     weight = 0.5
     if axes:  # no upsampled axis (pure down-sampling): nothing to validate on, plain average
+        # resample_volume passes ``compression`` exactly when the INR uses scaled coordinates.
         options = {k: v for k, v in inr_options.items() if k != "compression"}
         weight, _ = fusion_weight(image, axes, prior, inr=inr, iterations=iterations, device=device, seed=seed,
                                   scaled_coordinates="compression" in inr_options, **options)
