@@ -8,6 +8,12 @@ reference (the same per-case tuning the CS baselines get in ``benchmarks/recon.p
 Run: ``OMP_NUM_THREADS=1 python benchmarks/recon_inr_sweep.py twix`` (or ``t2``); ``--settings 4000:0.1``
 replaces the case's grid, ``--acceleration 8`` keeps one setting, ``--omega 15`` changes SIREN's first-layer
 frequency (package default 30).
+
+Diagnostics of a case the INR does not win (twix R = 8): ``--seeds 0 1 2 3`` fits each setting once per
+initialisation seed and adds a row for the mean of those fits (a deep ensemble); ``--maps full`` uses coil
+maps estimated from the *fully sampled* k-space (an oracle no real scan has) instead of the undersampled
+data's calibration lines, to measure how much of the error the coil maps cause; ``--cs-lambda 0.03`` adds a
+CS-TV row with the same maps for comparison.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from recon import MASK_SEED, ROOT, SETTINGS, t2_case, twix_case  # benchmarks/re
 
 from kmunet.mri import make_mask
 from kmunet.mri.coils import estimate_sensitivities
+from kmunet.mri.cs import cs_reconstruct
 from kmunet.mri.metrics import all_metrics
 from kmunet.mri.recon import inr_reconstruct
 
@@ -43,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--acceleration", type=float, nargs="+", default=None, choices=[r for r, _ in SETTINGS],
                         help="only these accelerations (default: all)")
     parser.add_argument("--omega", type=float, nargs="+", default=[None], help="SIREN omega_0 values (default: the package's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="initialisation seeds; with several, a row for the mean image of the fits is added")
+    parser.add_argument("--maps", choices=("undersampled", "full"), default="undersampled",
+                        help="estimate coil maps from the undersampled data (as a real scan) or from the full k-space (oracle)")
+    parser.add_argument("--cs-lambda", type=float, nargs="*", default=[],
+                        help="CS-TV lambdas to add as rows (2000 iterations, same maps)")
     args = parser.parse_args(argv)
     try:
         grid = [(int(a), float(b)) for a, b in (x.split(":") for x in args.settings)] if args.settings else GRIDS[args.case]
@@ -56,18 +69,34 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sim = t2_case(data)
         kspace, shape, reference = sim.kspace, sim.shape, sim.reference
-    print("| case | R | iterations | TV weight | omega_0 | PSNR (dB) | seconds |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| case | R | maps | method | iterations | TV weight | omega_0 | seed | PSNR (dB) | seconds |\n"
+          "| --- | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: |")
+
+    def row(accel: float, method: str, its: object, tv: object, omega: object, seed: object, image: np.ndarray, secs: float) -> None:
+        score = all_metrics(reference, np.abs(image))["psnr"]
+        print(f"| {args.case} | {accel:g} | {args.maps} | {method} | {its} | {tv} | {omega} | {seed} | {score:.2f} | {secs:.0f} |",
+              flush=True)
+
     for accel, cf in SETTINGS:
         if args.acceleration and accel not in args.acceleration:
             continue
         mask = make_mask("random", shape, accel, cf, seed=MASK_SEED)
-        sens = estimate_sensitivities(kspace * mask)
-        for (iterations, tv), omega in itertools.product(grid, args.omega):
+        sens = estimate_sensitivities(kspace if args.maps == "full" else kspace * mask)
+        for lam in args.cs_lambda:
             t0 = time.perf_counter()
-            image, _ = inr_reconstruct(kspace, mask, sens, "siren", iterations=iterations, tv_weight=tv, omega_0=omega)
-            score = all_metrics(reference, np.abs(image))["psnr"]
-            print(f"| {args.case} | {accel:g} | {iterations} | {tv:g} | {omega or 'default'} | {score:.2f} | "
-                  f"{time.perf_counter() - t0:.0f} |", flush=True)
+            image = cs_reconstruct(kspace * mask, mask, sens, method="cs-tv", lam=lam, iterations=2000)
+            row(accel, "CS-TV", 2000, f"lambda {lam:g}", "-", "-", image, time.perf_counter() - t0)
+        for (iterations, tv), omega in itertools.product(grid, args.omega):
+            images = []
+            for seed in args.seeds:
+                t0 = time.perf_counter()
+                image, _ = inr_reconstruct(kspace, mask, sens, "siren", iterations=iterations, tv_weight=tv,
+                                           omega_0=omega, seed=seed)
+                images.append(image)
+                row(accel, "SIREN", iterations, f"{tv:g}", omega or "default", seed, image, time.perf_counter() - t0)
+            if len(images) > 1:
+                row(accel, f"SIREN, mean of {len(images)} seeds", iterations, f"{tv:g}", omega or "default",
+                    "all", np.mean(images, axis=0), 0.0)
     return 0
 
 
