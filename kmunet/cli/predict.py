@@ -7,6 +7,8 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``predict`` sub-parser."""
+    from kmunet.inference.predict import DEFAULT_CHECKPOINT
+
     parser = subparsers.add_parser(
         "predict",
         help="segment NIfTI files and DICOM series (file or folder) into NIfTI / DICOM-SEG masks",
@@ -18,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--input", required=True, help="NIfTI file, DICOM file or folder (searched recursively)")
     parser.add_argument("--output", required=True, help="output folder (masks, predict_report.json/.csv)")
-    parser.add_argument("--checkpoint", default="checkpoints/hippocampus_kmunet.pt", help="kmunet checkpoint (.pt)")
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
+                        help=f"kmunet checkpoint (.pt; default {DEFAULT_CHECKPOINT}, the shipped hippocampus model, "
+                             "found from any working directory)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run the network")
     parser.add_argument("--format", dest="fmt", default="nifti", choices=["nifti", "dicom-seg"],
                         help="mask format (dicom-seg for DICOM inputs; NIfTI inputs still get NIfTI)")
@@ -54,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     ok = sum(c.status == "ok" for c in report.cases)
-    print(f"{ok}/{len(report.cases)} case(s) segmented, {len(report.failed)} failed, "
-          f"{len(report.skipped)} file(s) skipped; report {report.report_json}")
+    kept = sum(c.status == "exists" for c in report.cases)
+    warned = sum(bool(c.warning) for c in report.cases if c.status == "ok")
+    print(f"{ok} case(s) segmented{f' ({warned} with a warning: see above)' if warned else ''}, {kept} already done (kept; --overwrite redoes them), {len(report.failed)} failed, "
+          f"{len(report.skipped)} non-image file(s) ignored; report {report.report_json}")
     return report.exit_code

@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--kspace", help="k-space file (.npy, .npz, .cfl/.hdr, .h5, .dat)")
-    src.add_argument("--image", help="image to simulate single-coil k-space from (NIfTI, DICOM folder, .npy)")
+    src.add_argument("--image", help="image to simulate single-coil k-space from (NIfTI, DICOM series folder or one file of it, .npy)")
     parser.add_argument("--output", required=True, help="output magnitude image (.nii or .nii.gz)")
-    parser.add_argument("--slice", type=int, default=None, help="slice of a 3D volume / multi-slice file (default middle)")
+    parser.add_argument("--slice", type=int, default=None, help="slice of a 3D volume / multi-slice file (default: the middle one, or the given DICOM file's)")
     parser.add_argument("--acceleration", type=float, default=DEFAULT_ACCELERATION,
                         help=f"retrospective acceleration R (default {DEFAULT_ACCELERATION:g})")
     parser.add_argument("--center-fraction", type=float, default=DEFAULT_CENTER_FRACTION,
@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{out}: output must end in .nii or .nii.gz")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"{out.parent}: output folder does not exist")
+    if args.metrics_json and not Path(args.metrics_json).parent.is_dir():
+        raise FileNotFoundError(f"{Path(args.metrics_json).parent}: folder of --metrics-json does not exist")
     if args.iterations is not None and args.iterations < 1:
         raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
     if args.omega_0 is not None and (args.method != "inr" or args.inr != "siren"):
@@ -141,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         payload = {"method": args.method, "seconds": result.seconds, "metrics": metrics,
                    "reference": args.reference or ("fully sampled" if metrics is not None else None),
                    "reference_scaled": normalised, "mask": mask_info, "source": data.source,
-                   "info": {k: v for k, v in result.info.items() if isinstance(v, (int, float, str, list, bool))}}
+                   "slice": data.slice_index, "info": {k: v for k, v in result.info.items() if isinstance(v, (int, float, str, list, bool))}}
         if metrics is None:
             print("  no reference for metrics (undersampled input without --reference)")
         write_text_atomic(args.metrics_json, json.dumps(payload, indent=2) + "\n")

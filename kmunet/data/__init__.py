@@ -24,7 +24,7 @@ from kmunet.data.transforms import (
     build_val_transforms,
     preprocessing_params,
 )
-from kmunet.data.validation import Problem, ValidationReport, validate_dataset
+from kmunet.data.validation import Problem, ValidationReport, domain_warning, training_data_summary, validate_dataset
 
 __all__ = [
     "KmunetImageReader",
@@ -47,5 +47,7 @@ __all__ = [
     "preprocessing_params",
     "safe_extract",
     "split_cases",
+    "domain_warning",
+    "training_data_summary",
     "validate_dataset",
 ]

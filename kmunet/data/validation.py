@@ -104,6 +104,56 @@ def _axcodes(affine: np.ndarray, dims: int) -> str:
     return "".join(nib.aff2axcodes(affine))
 
 
+#: :func:`domain_warning` flags a voxel size outside ``[min / f, max * f]`` of the training data's ...
+DOMAIN_SPACING_FACTOR: float = 2.0
+#: ... or a physical extent above ``f`` times the training data's largest.
+DOMAIN_EXTENT_FACTOR: float = 3.0
+
+
+def training_data_summary(summary: dict[str, Any]) -> dict[str, list[float]]:
+    """The part of a :class:`ValidationReport` summary a checkpoint keeps to recognise unfamiliar inputs.
+
+    Returns:
+        ``{"spacing_min", "spacing_max", "shape_min", "shape_max"}`` (per voxel axis; empty lists when
+        the cases do not share a dimensionality).
+    """
+    return {k: [float(v) for v in summary.get(k) or []] for k in ("spacing_min", "spacing_max", "shape_min", "shape_max")}
+
+
+def domain_warning(data_summary: dict[str, Any] | None, spacing: Any, shape: Any) -> str:
+    """A one-line warning when an image is far from the data a model was trained on, else ``""``.
+
+    Compares the sorted voxel sizes with the training range (factor :data:`DOMAIN_SPACING_FACTOR`)
+    and the sorted physical extents with the largest training extent (:data:`DOMAIN_EXTENT_FACTOR`);
+    sorting makes the check independent of the axis order (orientation) of the file.
+
+    Args:
+        data_summary: the checkpoint's ``data_summary`` (:func:`training_data_summary`); None or
+            incomplete: no check.
+        spacing: the image's voxel size (mm) per spatial axis.
+        shape: the image's spatial shape.
+    """
+    if not data_summary:
+        return ""
+    smin, smax, shmax = (np.asarray(data_summary.get(k) or [], dtype=float) for k in ("spacing_min", "spacing_max", "shape_max"))
+    sp, sh = np.asarray(spacing, dtype=float), np.asarray(shape, dtype=float)
+    if not (len(smin) == len(smax) == len(shmax) == len(sp) == len(sh)) or len(sp) == 0:
+        return ""
+    problems = []
+    lo, hi = np.sort(smin) / DOMAIN_SPACING_FACTOR, np.sort(smax) * DOMAIN_SPACING_FACTOR
+    if np.any(np.sort(sp) < lo) or np.any(np.sort(sp) > hi):
+        problems.append(f"voxel size {_fmt(sp)} mm vs {_fmt(smin)}-{_fmt(smax)} mm in training")
+    if np.any(np.sort(sp * sh) > DOMAIN_EXTENT_FACTOR * np.sort(smax * shmax)):
+        problems.append(f"field of view {_fmt(sp * sh)} mm vs at most {_fmt(smax * shmax)} mm in training")
+    if not problems:
+        return ""
+    return "unlike the training data (" + "; ".join(problems) + "): the mask may be unreliable"
+
+
+def _fmt(values: np.ndarray) -> str:
+    return "x".join(f"{float(v):.3g}" for v in values)
+
+
 def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_cases: int | None = None) -> ValidationReport:
     """Check a dataset against the config before training.
 
@@ -151,6 +201,7 @@ def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_case
     lo, hi = np.inf, -np.inf
     n_labelled = 0
     shape_arr = []
+    spacing_arr = []
     for case in cases:
         image_path = Path(case["image"])
         if not image_path.exists():
@@ -171,6 +222,7 @@ def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_case
             report.add("fatal", image_path, f"{n_ch} channel(s), network.in_channels is {config.network.in_channels}")
         sdims = min(len(spatial), 3)
         spacings[_spacing(affine, sdims)] += 1
+        spacing_arr.append(_spacing(affine, sdims))
         orientations[_axcodes(affine, sdims)] += 1
         if np.issubdtype(img.dtype, np.floating):
             finite = np.isfinite(img)
@@ -238,6 +290,8 @@ def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_case
         "shape_min": list(np.min(shape_arr, axis=0).tolist()) if shape_arr and len(set(map(len, shape_arr))) == 1 else [],
         "shape_max": list(np.max(shape_arr, axis=0).tolist()) if shape_arr and len(set(map(len, shape_arr))) == 1 else [],
         "shapes": {str(k): v for k, v in shapes.most_common(10)},
+        "spacing_min": list(np.min(spacing_arr, axis=0).tolist()) if spacing_arr and len(set(map(len, spacing_arr))) == 1 else [],
+        "spacing_max": list(np.max(spacing_arr, axis=0).tolist()) if spacing_arr and len(set(map(len, spacing_arr))) == 1 else [],
         "label_values": dict(sorted(label_values.items())),
         "empty_labels": empty,
         "intensity_min": lo if np.isfinite(lo) else None,

@@ -23,6 +23,7 @@ from kmunet.inference.predict import (
     load_model,
     predict_folder,
     predict_image,
+    resolve_checkpoint,
     resolve_device,
 )
 from kmunet.inference.writers import atomic_path, write_like_input, write_overlay_png
@@ -45,6 +46,7 @@ __all__ = [
     "predict_image",
     "read_dicom_seg",
     "read_series",
+    "resolve_checkpoint",
     "resolve_device",
     "safe_name",
     "write_dicom_seg",

@@ -24,19 +24,23 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from kmunet.data.validation import domain_warning
 from kmunet.inference.cases import Case, LoadedImage, discover_cases, load_case
 from kmunet.runtime import resolve_device
 from kmunet.inference.writers import write_like_input, write_overlay_png, write_text_atomic
 
-#: Default checkpoint, relative to the working directory (the repository root).
+#: Default checkpoint: relative to the working directory, else to the kmunet source tree (see
+#: :func:`resolve_checkpoint`).
 DEFAULT_CHECKPOINT = Path("checkpoints") / "hippocampus_kmunet.pt"
+#: The source tree holding ``kmunet/`` and ``checkpoints/`` (an editable install, as ``bootstrap.sh`` makes).
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
 #: Valid ``fmt`` values.
 FORMATS: tuple[str, ...] = ("nifti", "dicom-seg")
 
@@ -60,6 +64,7 @@ class CaseResult:
         probabilities: written softmax map, if requested.
         png: written overlay, if requested.
         series_uid: ``SeriesInstanceUID`` for DICOM cases.
+        warning: why the mask may be unreliable (input unlike the training data), ``""`` if none.
     """
 
     case: str
@@ -74,6 +79,7 @@ class CaseResult:
     probabilities: str = ""
     png: str = ""
     series_uid: str = ""
+    warning: str = ""
 
 
 @dataclass
@@ -89,6 +95,7 @@ class PredictReport:
         errors: batch-level problems (e.g. nothing to predict).
         report_json: path of the JSON report.
         report_csv: path of the CSV report.
+        settings: how the masks were made (kmunet version, device, sliding window, TTA, format).
     """
 
     input: str
@@ -99,6 +106,7 @@ class PredictReport:
     errors: list[str] = field(default_factory=list)
     report_json: str = ""
     report_csv: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[CaseResult]:
@@ -116,8 +124,10 @@ class PredictReport:
             "input": self.input,
             "output_dir": self.output_dir,
             "checkpoint": self.checkpoint,
+            "settings": dict(self.settings),
             "n_cases": len(self.cases),
             "n_ok": sum(c.status == "ok" for c in self.cases),
+            "n_existing": sum(c.status == "exists" for c in self.cases),
             "n_failed": len(self.failed),
             "errors": list(self.errors),
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
@@ -135,6 +145,8 @@ class LoadedModel:
         class_names: one name per output channel.
         sw_batch_size: sliding-window batch size (from the training config).
         overlap: sliding-window overlap (from the training config).
+        data_summary: voxel size and shape range of the training data
+            (:func:`kmunet.data.training_data_summary`), None for older checkpoints.
     """
 
     predictor: Predictor
@@ -142,6 +154,20 @@ class LoadedModel:
     class_names: list[str]
     sw_batch_size: int = 4
     overlap: float = 0.25
+    data_summary: dict[str, Any] | None = None
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """``checkpoint`` as given when it exists; a relative path missing from the working directory is
+    looked up in the kmunet source tree (so the shipped ``checkpoints/*.pt`` work from any folder).
+
+    Returns:
+        The absolute path (which need not exist: :func:`load_model` reports a missing file).
+    """
+    path = Path(checkpoint)
+    if not path.exists() and not path.is_absolute() and (_SOURCE_ROOT / path).exists():
+        path = _SOURCE_ROOT / path
+    return path.resolve()
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
@@ -163,7 +189,8 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Lo
     params = dict(ckpt.get("preprocessing") or preprocessing_params(config))
     params.setdefault("mirror_axes", [int(a) for a in config.data.flip_axes])  # older checkpoints did not store it
     names = list(ckpt.get("class_names") or params.get("class_names") or config.data.class_names)
-    return LoadedModel(model, params, names, int(config.train.sw_batch_size), float(config.train.sw_overlap))
+    return LoadedModel(model, params, names, int(config.train.sw_batch_size), float(config.train.sw_overlap),
+                       ckpt.get("data_summary"))
 
 
 def inference_transforms(params: Mapping[str, Any]) -> Any:
@@ -260,21 +287,53 @@ def _one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
+def _carry_over(report: PredictReport, out: Path) -> list[CaseResult]:
+    """Keep what an earlier ``predict_report.json`` in ``out`` says about cases this run did not redo.
+
+    A case of this run that was skipped because its output exists gets the earlier run's shape,
+    spacing and volumes; a case of the earlier report that this run did not see at all (another input)
+    is returned (unchanged) while its mask is still there. So re-running into a folder (a new scan
+    added, a failed one retried) leaves one report describing every mask in it.
+
+    Returns:
+        The earlier cases to add to the written report (``report.cases`` itself stays this run's).
+    """
+    path = out / "predict_report.json"
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))["cases"]
+        earlier = {str(c["case"]): c for c in earlier if isinstance(c, dict) and "case" in c}
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    fields = {f for f in CaseResult.__dataclass_fields__}
+    seen = set()
+    for res in report.cases:
+        seen.add(res.case)
+        old = earlier.get(res.case)
+        if res.status == "exists" and old and old.get("status") == "ok" and old.get("input") == res.input:
+            for key in ("shape", "spacing", "volumes_mm3", "seconds", "probabilities", "png", "output"):
+                if key in old:
+                    setattr(res, key, old[key])
+    return [CaseResult(**{k: v for k, v in old.items() if k in fields}) for name, old in earlier.items()
+            if name not in seen and old.get("output") and Path(old["output"]).exists()]
+
+
 def _write_reports(report: PredictReport, out: Path, suffix: str) -> None:
+    carried = [] if suffix else _carry_over(report, out)
+    full = replace(report, cases=report.cases + carried)
     report.report_json = str(out / f"predict_report{suffix}.json")
     report.report_csv = str(out / f"predict_report{suffix}.csv")
-    write_text_atomic(report.report_json, json.dumps(report.to_dict(), indent=2) + "\n")
-    names = sorted({k for c in report.cases for k in c.volumes_mm3})
+    write_text_atomic(report.report_json, json.dumps({**full.to_dict(), "n_from_earlier_runs": len(carried)}, indent=2) + "\n")
+    names = sorted({k for c in full.cases for k in c.volumes_mm3})
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["case", "input", "output", "status", "error", "shape", "spacing", "seconds", "series_uid"]
-                    + [f"volume_mm3_{n}" for n in names])
-    for c in report.cases:
+    writer.writerow(["case", "input", "output", "status", "error", "shape", "spacing", "seconds", "series_uid",
+                     "warning"] + [f"volume_mm3_{n}" for n in names])
+    for c in full.cases:
         writer.writerow([c.case, c.input, c.output, c.status, c.error, "x".join(map(str, c.shape)),
-                         "x".join(f"{s:.6g}" for s in c.spacing), f"{c.seconds:.3f}", c.series_uid]
+                         "x".join(f"{s:.6g}" for s in c.spacing), f"{c.seconds:.3f}", c.series_uid, c.warning]
                         + [f"{c.volumes_mm3[n]:.3f}" if n in c.volumes_mm3 else "" for n in names])
     for f, r in report.skipped:
-        writer.writerow(["", f, "", "skipped", r, "", "", "", ""] + [""] * len(names))
+        writer.writerow(["", f, "", "skipped", r, "", "", "", "", ""] + [""] * len(names))
     write_text_atomic(report.report_csv, buf.getvalue())
 
 
@@ -344,10 +403,14 @@ def predict_folder(
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} exists and is not a folder")
 
+    if sw_batch_size is not None and (isinstance(sw_batch_size, bool) or int(sw_batch_size) != sw_batch_size
+                                      or sw_batch_size < 1):
+        raise ValueError(f"sw_batch_size must be an integer >= 1, got {sw_batch_size}")
     dev = resolve_device(device)
     if predictor is None:
         if checkpoint is None:
             raise ValueError("give a checkpoint or a predictor")
+        checkpoint = resolve_checkpoint(checkpoint)
         loaded = load_model(checkpoint, dev)
     else:
         if preprocessing is None:
@@ -355,7 +418,7 @@ def predict_folder(
         names = list(class_names if class_names is not None else preprocessing.get("class_names") or [])
         loaded = LoadedModel(predictor, dict(preprocessing), names)
     params = loaded.preprocessing
-    sw = int(sw_batch_size or loaded.sw_batch_size)
+    sw = int(loaded.sw_batch_size if sw_batch_size is None else sw_batch_size)
     ov = float(loaded.overlap if overlap is None else overlap)
     if not 0.0 <= ov < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {ov}")
@@ -370,8 +433,13 @@ def predict_folder(
     out.mkdir(parents=True, exist_ok=True)
     all_cases, skipped = discover_cases(src, exclude=out)
     cases, rank, world = _shard(all_cases)
+    from kmunet import __version__
+
     report = PredictReport(str(src), str(out), "" if predictor is not None else str(checkpoint),
-                           skipped=[(str(f), r) for f, r in skipped])
+                           skipped=[(str(f), r) for f, r in skipped],
+                           settings={"kmunet_version": __version__, "device": str(dev), "format": fmt,
+                                     "sw_batch_size": sw, "overlap": ov, "tta": bool(tta),
+                                     "mirror_axes": mirror_axes, "overwrite": bool(overwrite)})
     if not all_cases:
         msg = f"{src}: no NIfTI files or DICOM series found"
         report.errors.append(msg)
@@ -401,6 +469,9 @@ def predict_folder(
             zooms = np.sqrt((image.affine[:3, :3] ** 2).sum(0))
             res.shape = [int(s) for s in image.spatial_shape]
             res.spacing = [float(z) for z in zooms]
+            res.warning = domain_warning(loaded.data_summary, res.spacing, res.shape)
+            if res.warning:
+                emit(f"warning: {case.path}: {res.warning}")
             mask, probs = predict_image(image, loaded.predictor, params, device=dev, sw_batch_size=sw,
                                         overlap=ov, transforms=transforms, mirror_axes=mirror_axes)
             names = loaded.class_names or [f"class_{k}" for k in range(probs.shape[0])]

@@ -38,6 +38,7 @@ class KSpaceData:
         spacing: ``(dy, dx)`` pixel spacing in mm when known, else None.
         source: path the data came from.
         reference: ground-truth ``(H, W)`` image for simulated k-space, else None.
+        slice_index: slice of a multi-slice source this slice is, when known.
     """
 
     kspace: np.ndarray
@@ -46,6 +47,7 @@ class KSpaceData:
     spacing: tuple[float, float] | None = None
     source: str = ""
     reference: np.ndarray | None = None
+    slice_index: int | None = None
 
     def __post_init__(self) -> None:
         k = np.asarray(self.kspace)
@@ -252,7 +254,10 @@ def load_kspace(path: str | Path, slice_index: int | None = None) -> KSpaceData:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in KSPACE_SUFFIXES:
-        raise ValueError(f"{path}: unknown k-space format {suffix!r}; valid: {list(KSPACE_SUFFIXES)}")
+        hint = ""
+        if _is_nifti(path) or suffix in (".dcm", ".png", ".jpg", ".tif", ".tiff"):
+            hint = " (an image: simulate k-space from it with --image / simulate_kspace)"
+        raise ValueError(f"{path}: unknown k-space format {suffix!r}; valid: {list(KSPACE_SUFFIXES)}{hint}")
     if suffix in (".cfl", ".hdr"):
         k = bart_to_coil_first(read_cfl(path), str(path))
         return _finish(k, None, None, path)
@@ -292,7 +297,8 @@ def _is_nifti(path: Path) -> bool:
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
-def _read_dicom(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_dicom(path: Path) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """``(array (x, y, z), RAS affine, z index of ``path`` when it is one file of the series, else None)``."""
     import SimpleITK as sitk
 
     from kmunet.data.io import read_dicom_series, sitk_affine_ras
@@ -307,22 +313,37 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, np.ndarray]:
         img = read_dicom_series(folder, ids[0])
     except RuntimeError as err:
         raise ValueError(f"{path}: unreadable DICOM series ({err})") from None
+    index = None
+    if not path.is_dir():
+        # the reader stacks the files in this (position-sorted) order, so a file's rank is its z index
+        files = [Path(f).resolve() for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0])]
+        if path.resolve() not in files:
+            raise ValueError(f"{path}: not a file of the DICOM series in {folder}")
+        index = files.index(path.resolve())
     arr = sitk.GetArrayFromImage(img)  # (z, y, x)
     arr = np.transpose(arr, (2, 1, 0)) if arr.ndim == 3 else arr.T
-    return arr, sitk_affine_ras(img)
+    return arr, sitk_affine_ras(img), index
 
 
 def load_image(path: str | Path, slice_index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read a 2D slice of an image: NIfTI, DICOM series (folder or one file of it) or ``.npy``.
 
     Args:
-        path: the image.
-        slice_index: index along the third voxel axis of a 3D volume (default the middle slice).
+        path: the image. One file of a DICOM series selects that file's slice unless ``slice_index``
+            is given.
+        slice_index: index along the third voxel axis of a 3D volume (default the middle slice, or the
+            given DICOM file's).
 
     Returns:
         ``(image, affine)``: float64 ``(H, W)`` slice (voxel axes 0 and 1) and the 4x4 RAS affine of the
         ``(H, W, 1)`` grid holding it (identity for ``.npy``).
     """
+    image, affine, _ = load_slice(path, slice_index)
+    return image, affine
+
+
+def load_slice(path: str | Path, slice_index: int | None = None) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """:func:`load_image` that also returns the slice index taken (None for a 2D image)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found")
@@ -339,14 +360,17 @@ def load_image(path: str | Path, slice_index: int | None = None) -> tuple[np.nda
         arr, _ = _read_numpy(path)
         affine = np.eye(4)
     elif path.is_dir() or path.suffix.lower() in (".dcm", ""):
-        arr, affine = _read_dicom(path)
+        arr, affine, file_index = _read_dicom(path)
+        if slice_index is None:
+            slice_index = file_index
     else:
         raise ValueError(f"{path}: unknown image format; valid: {list(IMAGE_SUFFIXES)}")
     arr = np.asarray(arr)
     while arr.ndim > 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
+    k = None
     if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
+        arr, k = arr[..., 0], 0
     if arr.ndim == 3:
         k = _pick_slice(arr.shape[2], slice_index, path)
         arr = arr[:, :, k]
@@ -358,7 +382,7 @@ def load_image(path: str | Path, slice_index: int | None = None) -> tuple[np.nda
         arr = np.abs(arr)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{path}: image contains NaN or infinite values")
-    return arr.astype(np.float64), affine
+    return arr.astype(np.float64), affine, k
 
 
 def simulate_kspace(path: str | Path, slice_index: int | None = None) -> KSpaceData:
@@ -366,7 +390,7 @@ def simulate_kspace(path: str | Path, slice_index: int | None = None) -> KSpaceD
 
     ``kspace = fftnc(image)``; ``reference`` holds the normalised image.
     """
-    image, affine = load_image(path, slice_index)
+    image, affine, index = load_slice(path, slice_index)
     image = np.abs(image)
     peak = image.max()
     if peak <= 0:
@@ -374,7 +398,7 @@ def simulate_kspace(path: str | Path, slice_index: int | None = None) -> KSpaceD
     image = image / peak
     spacing = (float(np.linalg.norm(affine[:3, 0])), float(np.linalg.norm(affine[:3, 1])))
     return KSpaceData(kspace=fftnc(image)[None], mask=None, affine=affine, spacing=spacing,
-                      source=str(path), reference=image.astype(np.float32))
+                      source=str(path), reference=image.astype(np.float32), slice_index=index)
 
 
 def kspace_from_image(image: np.ndarray, source: str = "<array>") -> KSpaceData:
@@ -390,6 +414,7 @@ def describe(data: KSpaceData) -> dict[str, Any]:
     """Small JSON-friendly summary of ``data``."""
     return {
         "source": data.source,
+        "slice": data.slice_index,
         "coils": data.num_coils,
         "shape": list(data.shape),
         "undersampled": data.is_undersampled,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -62,6 +63,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not a checkpoint
+        raise ValueError(f"{path}: not a PyTorch checkpoint file (truncated, or another kind of file)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # pickle errors, truncated files, disallowed globals
@@ -153,3 +156,30 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+
+
+def add_data_summary(path: str | Path, data_root: str | Path | None = None) -> dict[str, list[float]]:
+    """Store the training data's voxel-size / shape range in a checkpoint made before it was recorded.
+
+    Runs :func:`kmunet.data.validate_dataset` over the checkpoint's own dataset (its config's
+    ``data.root``, or ``data_root``) and rewrites the file atomically with ``"data_summary"`` added;
+    weights and everything else are unchanged. ``kmunet predict`` uses it to warn about inputs unlike
+    the training data (:func:`kmunet.data.domain_warning`).
+
+    Returns:
+        The summary written.
+    """
+    from dataclasses import replace
+
+    from kmunet.data import training_data_summary, validate_dataset
+
+    ckpt = load_checkpoint(path)
+    config = from_dict(ExperimentConfig, ckpt["config"])
+    if data_root is not None:
+        config = replace(config, data=replace(config.data, root=str(data_root)))
+    report = validate_dataset(None, config)
+    if not report.ok:
+        raise ValueError(f"{report.root}: dataset has {len(report.fatal)} fatal problem(s); run kmunet validate-data")
+    summary = training_data_summary(report.summary)
+    save_checkpoint({**ckpt, "data_summary": summary}, path)
+    return summary

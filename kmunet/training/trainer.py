@@ -292,7 +292,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
     from monai.losses import DiceCELoss
     from tqdm import tqdm
 
-    from kmunet.data import build_dataloaders, preprocessing_params, validate_dataset
+    from kmunet.data import build_dataloaders, preprocessing_params, training_data_summary, validate_dataset
     from kmunet.kan import extend_model_grids, kan_layers, kan_regularization, update_model_grids
     from kmunet.networks import build_network, count_parameters
 
@@ -383,6 +383,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             )
 
         preprocessing = preprocessing_params(config)
+        data_summary = training_data_summary(report.summary)
         epoch_seconds: list[float] = []
         last_metrics: dict[str, Any] = {}
         for epoch in range(start_epoch, tc.epochs):
@@ -460,6 +461,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
                     "config": to_dict(config),
                     "class_names": class_names,
                     "preprocessing": preprocessing,
+                    "data_summary": data_summary,
                     "epoch": epoch,
                     "step": step,
                     "metrics": last_metrics,

@@ -93,3 +93,23 @@ def test_shipped_checkpoint_dice_close_to_training_report(tmp_path: Path, shared
     mean = float(np.mean(dices))
     assert mean >= reported - 0.1, f"mean Dice {mean:.3f} vs training report {reported:.3f}"
     assert json.loads(Path(report.report_json).read_text())["n_ok"] == len(chosen)
+
+
+def test_shipped_checkpoint_warns_about_unfamiliar_inputs(tmp_path: Path, shared_data: Path) -> None:
+    hippo = _hippocampus(shared_data)
+    src = nib.load(str(hippo / "imagesTr" / "hippocampus_001.nii.gz"))
+    inp = tmp_path / "in"
+    inp.mkdir()
+    nib.save(src, str(inp / "familiar.nii.gz"))
+    coarse = src.affine.copy()
+    coarse[:3, :3] *= 4.0  # 4 mm voxels: far outside the 1 mm training data
+    nib.save(nib.Nifti1Image(np.asarray(src.dataobj), coarse), str(inp / "coarse.nii.gz"))
+    lines: list[str] = []
+    report = predict_folder(inp, tmp_path / "out", checkpoint=SHIPPED, device="cpu", progress=False, log=lines.append)
+    assert report.exit_code == 0
+    by_case = {c.case: c for c in report.cases}
+    assert by_case["familiar"].warning == ""
+    assert "voxel size 4x4x4 mm" in by_case["coarse"].warning and by_case["coarse"].status == "ok"
+    assert any(line.startswith("warning:") and "coarse.nii.gz" in line for line in lines)
+    saved = json.loads((tmp_path / "out" / "predict_report.json").read_text())
+    assert {c["case"]: c["warning"] for c in saved["cases"]}["coarse"] == by_case["coarse"].warning

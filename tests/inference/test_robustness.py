@@ -200,3 +200,54 @@ def test_failed_case_leaves_no_output(tmp_path: Path, monkeypatch: pytest.Monkey
     errors = {c.case: c.error for c in report.cases}
     assert errors == {"a": "disk full", "nan": "image contains NaN or infinite values"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["predict_report.csv", "predict_report.json"]
+
+
+def test_rerun_keeps_one_report_for_every_mask(tmp_path: Path) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    save_nifti(inp / "a.nii.gz", make_volume(), np.eye(4))
+    save_nifti(inp / "b.nii.gz", make_volume(), np.eye(4))
+    first = _predict(inp, out)
+    volumes = {c.case: c.volumes_mm3 for c in first.cases}
+    (inp / "b.nii.gz").unlink()
+    save_nifti(inp / "c.nii.gz", make_volume(), np.eye(4))
+    second = _predict(inp, out)  # a: output exists, c: new, b: not an input any more but its mask is there
+    assert {c.case: c.status for c in second.cases} == {"a": "exists", "c": "ok"}  # this run's cases only
+    saved = json.loads((out / "predict_report.json").read_text())
+    assert {c["case"]: c["status"] for c in saved["cases"]} == {"a": "exists", "b": "ok", "c": "ok"}
+    assert saved["n_from_earlier_runs"] == 1 and saved["n_existing"] == 1
+    assert {c["case"]: c["volumes_mm3"] for c in saved["cases"]}["a"] == volumes["a"]  # kept from the first run
+    assert "b.nii.gz" in (out / "predict_report.csv").read_text()
+    (out / "b.nii.gz").unlink()  # a mask deleted since is no longer reported
+    _predict(inp, out)
+    assert "b" not in {c["case"] for c in json.loads((out / "predict_report.json").read_text())["cases"]}
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_bad_sliding_window_batch_is_refused(tmp_path: Path, bad: object) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    save_nifti(inp / "a.nii.gz", make_volume(), np.eye(4))
+    with pytest.raises(ValueError, match="sw_batch_size"):
+        _predict(inp, tmp_path / "out", sw_batch_size=bad)
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_checkpoint_files_get_a_clear_error(tmp_path: Path) -> None:
+    text = tmp_path / "notes.pt"
+    text.write_text("hello\n")
+    truncated = tmp_path / "cut.pt"
+    torch.save({"x": torch.zeros(1000)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    for path in (text, truncated):
+        with pytest.raises(ValueError, match=f"{path.name}: not a PyTorch checkpoint file"):
+            load_model(path, "cpu")
+
+
+def test_default_checkpoint_is_found_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kmunet.inference import DEFAULT_CHECKPOINT, resolve_checkpoint
+    from tests.conftest import REPO_ROOT
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_checkpoint(DEFAULT_CHECKPOINT) == (REPO_ROOT / DEFAULT_CHECKPOINT).resolve()
+    assert resolve_checkpoint("missing.pt") == (tmp_path / "missing.pt").resolve()  # reported later as not found

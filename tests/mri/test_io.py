@@ -103,3 +103,24 @@ def test_shared_twix(shared_data: Path) -> None:
     # DC near the centre after oversampling removal
     peak = np.unravel_index(np.argmax(np.abs(d.kspace).sum(0)), d.shape)
     assert abs(peak[0] - 80) < 8 and abs(peak[1] - 80) < 8
+
+
+def test_simulate_from_one_dicom_file_takes_its_slice(shared_data: Path) -> None:
+    pydicom = pytest.importorskip("pydicom")
+    series = shared_data / "dicom_mr" / "Study1" / "12-T1post-05670"
+    one = series / "000010.dcm"
+    d = simulate_kspace(one)
+    # the slice's world origin is that file's ImagePositionPatient (LPS -> RAS flips x and y)
+    ipp = np.asarray(pydicom.dcmread(one).ImagePositionPatient, dtype=float)
+    np.testing.assert_allclose(d.affine[:3, 3], ipp * [-1, -1, 1], atol=1e-3)
+    pixels = pydicom.dcmread(one).pixel_array.astype(float).T  # (cols, rows) = voxel axes (x, y)
+    np.testing.assert_allclose(d.reference, pixels / pixels.max(), atol=1e-5)
+    whole = simulate_kspace(series)
+    assert whole.slice_index == len(list(series.glob("*.dcm"))) // 2 != d.slice_index
+    assert simulate_kspace(one, 3).slice_index == 3  # an explicit slice wins
+
+
+def test_image_given_as_kspace_gets_a_hint(tmp_path: Path) -> None:
+    (tmp_path / "v.nii.gz").write_bytes(b"x")
+    with pytest.raises(ValueError, match="--image"):
+        load_kspace(tmp_path / "v.nii.gz")

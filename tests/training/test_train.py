@@ -66,6 +66,9 @@ def test_two_epochs_write_loadable_checkpoints_and_logs(tiny_data: Path, tmp_pat
     raw = torch.load(tmp_path / "run" / "best.pt", weights_only=True)  # must never need pickle code
     assert raw["format"] == "kmunet-checkpoint" and raw["class_names"] == ["background", "a", "b"]
     assert raw["preprocessing"]["spatial_dims"] == 3 and raw["kmunet_version"]
+    summary = raw["data_summary"]  # the training data's range, for predict's out-of-domain warning
+    assert set(summary) == {"spacing_min", "spacing_max", "shape_min", "shape_max"}
+    assert len(summary["spacing_min"]) == 3 and all(lo <= hi for lo, hi in zip(summary["shape_min"], summary["shape_max"]))
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert {"optimizer", "scheduler", "rng"} <= set(last)
     model, cfg = model_from_checkpoint(tmp_path / "run" / "best.pt")
