@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
                         help="new voxel size in mm along the input's voxel axes")
-    target.add_argument("--factor", type=float, help="multiply the number of samples by F (along --axis, else all axes)")
+    target.add_argument("--factor", type=float,
+                        help="sample F times as densely (along --axis, else all axes); the end voxels are kept, so "
+                             "N samples become (N - 1) * F + 1")
     target.add_argument("--plane", type=float, nargs=9, metavar=("OX", "OY", "OZ", "UX", "UY", "UZ", "VX", "VY", "VZ"),
                         help="sample one (oblique) plane instead: world origin of pixel (0, 0) and the row/column "
                              "directions u, v (mm, the input's world frame); output shape (rows, columns, 1)")
@@ -39,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prior", default=None, metavar="MODEL",
                         help="learned resampler checkpoint (from kmunet train-resampler); replaces --method inr, "
                              "or is fused with it by --method prior+inr")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to fit / run (default auto)")
     parser.add_argument("--seed", type=int, default=0, help="INR seed (default 0)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar while fitting")
     parser.add_argument("--world-coordinates", action="store_true",

@@ -28,6 +28,8 @@ __all__ = [
 
 #: Relative tolerance when counting samples, so that e.g. (n - 1) * 3 / 1.5 is not floored to one less.
 _COUNT_EPS = 1e-6
+#: Largest output grid :func:`resampled_grid` / :func:`check_grid_size` accept (4 GiB as float32).
+MAX_GRID_VOXELS: int = 2**30
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,14 @@ def new_spacing(
     return new
 
 
+def check_grid_size(shape: Sequence[int]) -> None:
+    """Raise ``ValueError`` before allocating a grid of more than :data:`MAX_GRID_VOXELS` voxels."""
+    n = math.prod(int(s) for s in shape)
+    if n > MAX_GRID_VOXELS:
+        raise ValueError(f"the new grid would have {n:,} voxels (shape {[int(s) for s in shape]}), more than "
+                         f"{MAX_GRID_VOXELS:,}: choose a larger voxel size or a smaller factor")
+
+
 def resampled_grid(
     grid: Grid,
     spacing: Sequence[float] | None = None,
@@ -212,6 +222,7 @@ def resampled_grid(
     new = new_spacing(grid.spacing, spacing=spacing, factor=factor, axis=axis)
     old = grid.spacing
     shape = tuple(int(math.floor((n - 1) * o / s + _COUNT_EPS)) + 1 for n, o, s in zip(grid.shape, old, new))
+    check_grid_size(shape)
     affine = np.eye(4)
     affine[:3, :3] = grid.direction * new
     affine[:3, 3] = grid.origin

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from kmunet.inr.geometry import Grid, Normalization, grid_from_image, normalization_for, resampled_grid
+from kmunet.inr.geometry import Grid, Normalization, check_grid_size, grid_from_image, normalization_for, resampled_grid
 from kmunet.options import RESAMPLE_METHODS
 
 __all__ = [
@@ -73,8 +73,14 @@ def load_volume(image: Any) -> tuple[Any, np.ndarray]:
     if isinstance(image, (str, Path)):
         path = Path(image)
         name = str(path)
+        if path.is_dir():
+            raise ValueError(f"{path}: is a folder (a DICOM series?); resampling reads NIfTI volumes: convert it "
+                             "first with `kmunet export-nifti --input FOLDER --output DIR`")
         if not path.is_file():
             raise FileNotFoundError(f"input not found: {path}")
+        if path.suffix.lower() == ".dcm":
+            raise ValueError(f"{path}: is a DICOM file; resampling reads NIfTI volumes: convert its series "
+                             "first with `kmunet export-nifti --input FOLDER --output DIR`")
         try:
             image = nib.load(str(path))
         except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file
@@ -481,9 +487,10 @@ def plane_grid(
     u_, v_ = np.asarray(u, dtype=np.float64).reshape(3), np.asarray(v, dtype=np.float64).reshape(3)
     nu, nv = np.linalg.norm(u_), np.linalg.norm(v_)
     if nu == 0 or nv == 0 or np.linalg.norm(np.cross(u_ / nu, v_ / nv)) < 1e-6:
-        raise ValueError(f"plane directions u={tuple(u_)} and v={tuple(v_)} must be non-zero and not parallel")
+        raise ValueError(f"plane directions u={u_.tolist()} and v={v_.tolist()} must be non-zero and not parallel")
     if len(size) != 2 or int(size[0]) < 1 or int(size[1]) < 1:
-        raise ValueError(f"plane size must be two positive integers (rows, columns), got {tuple(size)!r}")
+        raise ValueError(f"plane size must be two positive integers (rows, columns), got {list(size)}")
+    check_grid_size((int(size[0]), int(size[1])))
     su, sv = (float(spacing), float(spacing)) if np.isscalar(spacing) else (float(spacing[0]), float(spacing[1]))
     if su <= 0 or sv <= 0:
         raise ValueError(f"plane spacing must be positive, got {spacing!r}")
@@ -526,6 +533,13 @@ def resample_plane(
     out_grid = plane_grid(origin, u, v, size, spacing)
     image, data = load_volume(image)
     in_grid = grid_from_image(image)
+    index = in_grid.world_to_index(out_grid.world_points())  # (rows * cols, 3) voxel indices of the plane
+    inside = np.all((index >= -0.5) & (index <= np.asarray(in_grid.shape) - 0.5), axis=1)
+    if not inside.any():
+        lo, hi = in_grid.corners_world().min(0), in_grid.corners_world().max(0)
+        raise ValueError(f"the plane lies entirely outside the volume (its world extent is x {lo[0]:.1f}..{hi[0]:.1f}, "
+                         f"y {lo[1]:.1f}..{hi[1]:.1f}, z {lo[2]:.1f}..{hi[2]:.1f} mm); origin, u and v are world "
+                         "coordinates in mm (RAS), not voxel indices")
     out = _resample_on_grid(image, data, in_grid, out_grid, key, inr=inr, iterations=iterations, device=device,
                             seed=seed, prior=prior, progress=progress, **inr_options)
     return _output_image(image, out, out_grid.affine)

@@ -209,3 +209,28 @@ def test_resample_errors(tmp_path) -> None:
         resample_volume(nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.float32), np.eye(4)), factor=2, method="linear")
     with pytest.raises(ValueError, match="prior"):
         resample_volume(img, factor=2, method="prior")
+    with pytest.raises(ValueError, match="would have .* voxels"):  # refused before any allocation
+        resample_volume(img, spacing=(1e-3, 1e-3, 1e-3), method="linear")
+    series = tmp_path / "series"
+    series.mkdir()
+    with pytest.raises(ValueError, match="folder .*export-nifti"):
+        resample_volume(series, factor=2, method="linear")
+    (tmp_path / "one.dcm").write_bytes(b"x")
+    with pytest.raises(ValueError, match="DICOM file.*export-nifti"):
+        resample_volume(tmp_path / "one.dcm", factor=2, method="linear")
+
+
+def test_plane_errors_are_readable() -> None:
+    from kmunet.inr.resample import resample_plane
+
+    img = _smooth_volume()
+    with pytest.raises(ValueError, match="entirely outside the volume"):
+        resample_plane(img, (500.0, 500.0, 500.0), (1, 0, 0), (0, 1, 0), (4, 5), method="linear")
+    with pytest.raises(ValueError, match=r"u=\[0\.0, 0\.0, 0\.0\] and v=\[0\.0, 1\.0, 0\.0\]"):
+        resample_plane(img, (0.0, 0.0, 0.0), (0, 0, 0), (0, 1, 0), (4, 5), method="linear")
+    with pytest.raises(ValueError, match="would have"):
+        resample_plane(img, (0.0, 0.0, 0.0), (1, 0, 0), (0, 1, 0), (2**16, 2**16), method="linear")
+    # LPS volume: it extends towards -x and -y from its first voxel; this plane starts 3 mm off it and reaches in
+    start = img.affine[:3, 3] + [3.0, 3.0, 0.0]
+    corner = resample_plane(img, start, (-1, 0, 0), (0, -1, 0), (9, 9), method="linear")
+    assert corner.shape == (9, 9, 1)  # partly outside is fine
