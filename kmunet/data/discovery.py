@@ -42,12 +42,19 @@ def detect_layout(root: str | Path) -> str:
         return "msd"
     if (root / "images").is_dir() and (root / "1st_manual").is_dir():
         return "drive"
-    if (root / "images").is_dir():
+    if (root / "images").is_dir() or (root / "imagesTr").is_dir():
         return "folders"
     raise ValueError(
         f"{root}: cannot detect the dataset layout; expected dataset.json (msd), images/ + "
-        "1st_manual/ + mask/ (drive) or images/ [+ labels/] (folders)"
+        "1st_manual/ + mask/ (drive) or images/ [+ labels/] or imagesTr/ [+ labelsTr/] (folders)"
     )
+
+
+def _folder_pair(root: Path) -> tuple[Path, Path]:
+    """``images/`` + ``labels/``, or the MSD / nnU-Net names ``imagesTr/`` + ``labelsTr/``."""
+    if not (root / "images").is_dir() and (root / "imagesTr").is_dir():
+        return root / "imagesTr", root / "labelsTr"
+    return root / "images", root / "labels"
 
 
 def _is_image_entry(path: Path) -> bool:
@@ -78,7 +85,8 @@ def _discover_msd(root: Path) -> list[dict[str, Any]]:
 
 
 def _discover_folders(root: Path) -> list[dict[str, Any]]:
-    images_dir, labels_dir = root / "images", root / "labels"
+    """Pair images and labels by file name; nnU-Net's channel suffix (``case_0000.nii.gz``) is dropped."""
+    images_dir, labels_dir = _folder_pair(root)
     labels: dict[str, Path] = {}
     if labels_dir.is_dir():
         for p in sorted(labels_dir.iterdir()):
@@ -89,6 +97,8 @@ def _discover_folders(root: Path) -> list[dict[str, Any]]:
         if not _is_image_entry(p):
             continue
         stem = path_stem(p)
+        if stem not in labels and len(stem) > 5 and stem[-5] == "_" and stem[-4:] == "0000" and stem[:-5] in labels:
+            stem = stem[:-5]  # nnU-Net raw data: image case_0000 (channel 0) pairs with label case
         case: dict[str, Any] = {"name": stem, "image": str(p.resolve())}
         if stem in labels:
             case["label"] = str(labels[stem].resolve())
@@ -149,8 +159,9 @@ def discover_cases(data_cfg: DataConfig, root: str | Path | None = None) -> list
             raise FileNotFoundError(f"{path}: layout 'msd' needs dataset.json")
         cases = _discover_msd(path)
     else:
-        if not (path / "images").is_dir():
-            raise FileNotFoundError(f"{path}: layout {layout!r} needs an images/ folder")
+        if not (path / "images").is_dir() and not (layout == "folders" and (path / "imagesTr").is_dir()):
+            raise FileNotFoundError(f"{path}: layout {layout!r} needs an images/ folder"
+                                    + (" (or imagesTr/)" if layout == "folders" else ""))
         cases = _discover_drive(path) if layout == "drive" else _discover_folders(path)
     if not cases:
         raise ValueError(f"{path}: no cases found (layout {layout!r})")

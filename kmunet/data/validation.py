@@ -185,7 +185,10 @@ def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_case
         report.layout = layout
         cases = discover_cases(d, path)
     except (ValueError, FileNotFoundError, OSError) as err:
-        report.add("fatal", report.root, str(err))
+        message = str(err)
+        for prefix in (f"{report.root}: ", f"{Path(report.root).resolve()}: "):  # the file column names it already
+            message = message[len(prefix):] if message.startswith(prefix) else message
+        report.add("fatal", report.root, message)
         return report
     if max_cases is not None:
         cases = cases[:max_cases]

@@ -35,6 +35,20 @@ def test_folders_discovery_pairs_by_stem_and_keeps_unlabelled(folders3d: Path) -
     assert Path(by_name["synth_001"]["image"]).parent.name == "images"
 
 
+def test_imagestr_labelstr_without_dataset_json(synth3d: Path, tmp_path: Path) -> None:
+    import shutil
+
+    synth3d = Path(shutil.copytree(synth3d, tmp_path / "ds"))  # the fixture is shared: change a copy
+    (synth3d / "dataset.json").unlink()  # MSD folders without their JSON, or nnU-Net raw data
+    first = sorted((synth3d / "imagesTr").glob("*.nii.gz"))[0]
+    first.rename(first.with_name(first.name.replace(".nii.gz", "_0000.nii.gz")))  # nnU-Net channel suffix
+    assert detect_layout(synth3d) == "folders"
+    cases = discover_cases(DataConfig(root=str(synth3d)))
+    assert [c["name"] for c in cases] == [f"synth_{i:03d}" for i in range(6)]
+    assert all(Path(c["label"]).parent.name == "labelsTr" for c in cases)
+    assert Path(cases[0]["image"]).name == "synth_000_0000.nii.gz" and Path(cases[0]["label"]).name == "synth_000.nii.gz"
+
+
 def test_folders_discovery_with_dicom_series(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     rng = np.random.default_rng(0)

@@ -136,3 +136,15 @@ def test_cli_with_config_file(shared_data: Path, capsys: pytest.CaptureFixture[s
     code = main(["validate-data", str(shared_data / "hippocampus"), "--config", str(config), "--max-cases", "5"])
     assert code == 0
     assert "RAS: 5" in capsys.readouterr().out
+
+
+def test_cli_hints_at_a_config_of_the_right_dimensionality(folders3d: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate-data", str(folders3d), "--set", "network.spatial_dims=2", "--set", "data.patch_size=[16,16]"]) == 1
+    assert "hint: these images are 3D but the config is for 2D networks" in capsys.readouterr().out
+
+
+def test_undetectable_layout_names_the_folder_once(tmp_path: Path) -> None:
+    (tmp_path / "stuff").mkdir()
+    report = validate_dataset(tmp_path / "stuff", make_config(tmp_path / "stuff"))
+    assert report.fatal[0].message.startswith("cannot detect the dataset layout") and "imagesTr/" in report.fatal[0].message
+    assert report.format().splitlines()[0].count("stuff") == 1
