@@ -37,6 +37,7 @@ def run_demo(
     device: str = "auto",
     epochs: int | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Synthetic data -> train KM-UNet -> validation Dice -> predict a folder -> NIfTI masks.
 
@@ -45,6 +46,7 @@ def run_demo(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         epochs: override the number of training epochs of ``configs/demo.yaml``.
         overrides: extra ``section.key=value`` config overrides.
+        progress: show progress bars.
 
     Returns:
         A summary dict: per-class Dice, seconds, checkpoint, prediction report and filter plot paths.
@@ -63,14 +65,15 @@ def run_demo(
     unseen = make_synthetic_dataset(output / "unseen", n_cases=3, shape=(36, 30, 28), spatial_dims=3, seed=123)
     print(f"synthetic dataset: {data_root} (12 cases); unseen scans: {unseen / 'imagesTr'}")
 
-    result = train(config, device=device)
+    result = train(config, device=device, progress=progress)
     model, _ = model_from_checkpoint(result.best_checkpoint)
     print(f"KM-UNet: {count_parameters(model):,} parameters; best validation Dice {result.best_metric:.3f} "
           f"at epoch {result.best_epoch}")
     for name, dice in result.dice_per_class.items():
         print(f"  Dice {name}: {dice:.3f}")
 
-    report = predict_folder(unseen / "imagesTr", output / "predictions", checkpoint=result.best_checkpoint, device=device, overwrite=True)
+    report = predict_folder(unseen / "imagesTr", output / "predictions", checkpoint=result.best_checkpoint, device=device, overwrite=True,
+                            progress=progress)
     print(f"predicted {len(report.cases)} scans -> {output / 'predictions'} (report: predict_report.json)")
 
     plot = plot_edge_functions(next(kan_layers(model)), output / "kan_filters.png")

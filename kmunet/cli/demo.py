@@ -20,11 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the demo's number of epochs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. --set train.lr=0.001 (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from kmunet.demo import run_demo
 
-    run_demo(args.output, device=args.device, epochs=args.epochs, overrides=args.overrides)
+    run_demo(args.output, device=args.device, epochs=args.epochs, overrides=args.overrides, progress=not args.no_progress)
     return 0

@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="fine-tune: start from this checkpoint's weights (overrides train.init_from)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. --set train.lr=0.001 (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (epoch summaries only; for log files)")
     parser.set_defaults(func=run)
 
 
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.init_from is not None:
         overrides.append(f"train.init_from={args.init_from}")
     config = load_config(args.config, overrides + list(args.overrides))
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume, progress=not args.no_progress)
     if result.best_epoch > 0:
         dice = ", ".join(f"{k} {v:.4f}" for k, v in result.dice_per_class.items())
         print(f"best validation score {result.best_metric:.4f} at epoch {result.best_epoch} ({dice}); "

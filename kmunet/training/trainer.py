@@ -274,13 +274,14 @@ def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train(config: ExperimentConfig, resume: bool = False, device: str | None = None) -> TrainResult:
+def train(config: ExperimentConfig, resume: bool = False, device: str | None = None, progress: bool = True) -> TrainResult:
     """Train the network of ``config`` with Dice + cross-entropy (plus the optional KAN regulariser).
 
     Args:
         config: the resolved experiment config (``train.output_dir`` receives everything).
         resume: continue from ``output_dir/last.pt`` (same epoch, optimizer, scheduler, scaler, RNG).
         device: overrides ``train.device`` (``"auto"``, ``"cpu"``, ``"cuda"``).
+        progress: show the per-epoch tqdm bar (off: only the one-line epoch summaries, for log files).
 
     Returns:
         A :class:`TrainResult`.
@@ -404,7 +405,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
                 net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) if ddp else model
             net.train()
             running, count = 0.0, 0
-            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not is_main, leave=False, dynamic_ncols=True)
+            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not (is_main and progress), leave=False, dynamic_ncols=True)
             for batch in bar:
                 image, label = batch["image"].to(dev), batch["label"].to(dev)
                 with torch.autocast(dev.type, dtype=amp.dtype or torch.float32, enabled=amp.dtype is not None):

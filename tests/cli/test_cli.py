@@ -27,10 +27,11 @@ def test_user_errors_are_one_line_with_nonzero_exit(tmp_path: Path, capsys) -> N
     assert len(err.splitlines()) == 1 and "bad.yaml" in err and "epoch" in err
 
 
-def test_demo_end_to_end_short(tmp_path: Path) -> None:
+def test_demo_end_to_end_short(tmp_path: Path, capsys) -> None:
     from kmunet.demo import run_demo
 
-    summary = run_demo(tmp_path / "demo", device="cpu", epochs=1, overrides=["train.val_every=1"])
+    summary = run_demo(tmp_path / "demo", device="cpu", epochs=1, overrides=["train.val_every=1"], progress=False)
+    assert "\r" not in capsys.readouterr().err  # no progress bars: clean log files
     assert 0.0 <= summary["best_dice"] <= 1.0
     assert Path(summary["checkpoint"]).is_file() and Path(summary["filter_plot"]).is_file()
     report = json.loads((tmp_path / "demo" / "predictions" / "predict_report.json").read_text())
