@@ -283,6 +283,8 @@ def load_case(case: Case, spatial_dims: int = 3, in_channels: int = 1) -> Loaded
         except Exception as err:  # truncated gzip, bad header, not an image at all
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ValueError(f"not a readable NIfTI image ({type(err).__name__}: {reason})") from None
+        if data.ndim > spatial_dims and in_channels == 1 and all(n == 1 for n in data.shape[spatial_dims:]):
+            data = data.reshape(data.shape[:spatial_dims])  # (x, y, z, 1) as some tools write 3D volumes
         if data.ndim == spatial_dims and in_channels == 1:
             array = data[None]
         elif data.ndim == spatial_dims + 1 and data.shape[-1] == in_channels and in_channels > 1:

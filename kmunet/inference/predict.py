@@ -496,7 +496,7 @@ def predict_folder(
                 res.probabilities = str(ppath)
             if png and len(image.spatial_shape) == 3:
                 ppng = out / f"{case.name}.png"
-                write_overlay_png(ppng, image.array[0], mask, title=case.name)
+                write_overlay_png(ppng, image.array[0], mask, title=case.name, spacing=res.spacing)
                 written.append(ppng)
                 res.png = str(ppng)
             res.status = "ok"

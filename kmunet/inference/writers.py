@@ -10,7 +10,7 @@ import contextlib
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -60,6 +60,8 @@ def write_like_input(
             import nibabel as nib
 
             src = reference.nifti
+            if data.shape == tuple(reference.spatial_shape) and len(src.shape) > data.ndim:
+                data = data.reshape(src.shape)  # an (x, y, z, 1) input gets an (x, y, z, 1) mask
             header = src.header.copy()
             header.set_data_dtype(dtype)
             out = type(src)(data, None, header=header)
@@ -84,8 +86,13 @@ def write_like_input(
     return path
 
 
-def write_overlay_png(path: str | Path, image: np.ndarray, mask: np.ndarray, title: str = "") -> Path:
-    """Save mask contours over the three mid-planes of ``image`` (``(x, y, z)`` arrays) as a PNG."""
+def write_overlay_png(path: str | Path, image: np.ndarray, mask: np.ndarray, title: str = "",
+                      spacing: Sequence[float] | None = None) -> Path:
+    """Save mask contours over the three mid-planes of ``image`` (``(x, y, z)`` arrays) as a PNG.
+
+    ``spacing`` (voxel size per array axis, mm) gives each plane its true aspect ratio (6 mm slices
+    are drawn 6 times as tall as 1 mm pixels); None draws square pixels.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -99,9 +106,11 @@ def write_overlay_png(path: str | Path, image: np.ndarray, mask: np.ndarray, tit
         ("second axis, mid-plane", lambda a: a[:, a.shape[1] // 2, :]),
         ("third axis, mid-plane", lambda a: a[:, :, a.shape[2] // 2]),
     ]
-    for ax, (label, take) in zip(axes, planes):
+    sp = [1.0, 1.0, 1.0] if spacing is None else [float(s) for s in spacing]
+    for k, (ax, (label, take)) in enumerate(zip(axes, planes)):
         img2d, m2d = take(image).T, take(mask).T
-        ax.imshow(img2d, cmap="gray", origin="lower", interpolation="nearest")
+        cols, rows = [a for a in range(3) if a != k]  # after .T: rows follow the later array axis
+        ax.imshow(img2d, cmap="gray", origin="lower", interpolation="nearest", aspect=sp[rows] / sp[cols])
         for i, lab in enumerate(labels):
             sel = (m2d == lab).astype(np.float32)
             if sel.any() and min(sel.shape) > 1:

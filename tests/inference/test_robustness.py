@@ -251,3 +251,21 @@ def test_default_checkpoint_is_found_from_any_folder(tmp_path: Path, monkeypatch
     monkeypatch.chdir(tmp_path)
     assert resolve_checkpoint(DEFAULT_CHECKPOINT) == (REPO_ROOT / DEFAULT_CHECKPOINT).resolve()
     assert resolve_checkpoint("missing.pt") == (tmp_path / "missing.pt").resolve()  # reported later as not found
+
+
+def test_trailing_singleton_axis_is_segmented_in_the_input_shape(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    affine = np.diag([0.8, 0.8, 3.0, 1.0])
+    save_nifti(inp / "v.nii.gz", make_volume()[..., None], affine)  # (x, y, z, 1), as some tools write
+    report = _predict(inp, tmp_path / "out", png=True)
+    assert report.exit_code == 0, report.to_dict()
+    mask = nib.load(str(tmp_path / "out" / "v.nii.gz"))
+    assert mask.shape == make_volume().shape + (1,)
+    np.testing.assert_allclose(mask.affine, affine)
+    assert report.cases[0].spacing == pytest.approx([0.8, 0.8, 3.0]) and (tmp_path / "out" / "v.png").is_file()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    save_nifti(plain / "v.nii.gz", make_volume(), affine)
+    _predict(plain, tmp_path / "out3d")
+    np.testing.assert_array_equal(np.asarray(mask.dataobj)[..., 0], np.asarray(nib.load(str(tmp_path / "out3d" / "v.nii.gz")).dataobj))
