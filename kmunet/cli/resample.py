@@ -43,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "or is fused with it by --method prior+inr")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to fit / run (default auto)")
     parser.add_argument("--seed", type=int, default=0, help="INR seed (default 0)")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar while fitting")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="hide the progress bar (as in the other commands)")
+    parser.add_argument("--progress", dest="progress", action="store_true", help=argparse.SUPPRESS)  # the old opt-in flag
     parser.add_argument("--world-coordinates", action="store_true",
                         help="fit the INR in isotropic world coordinates (default: each axis' coordinate is divided "
                              "by its upsampling factor, lowering the bandwidth along upsampled axes)")

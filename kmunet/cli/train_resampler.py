@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="largest Gaussian sigma (voxels) of a random slice-profile blur (default 0: off)")
     parser.add_argument("--contrast", type=float, default=0.0,
                         help="probability of a random intensity remapping (other contrasts; default 0: off)")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="hide the progress bar (as in the other commands)")
+    parser.add_argument("--progress", dest="progress", action="store_true", help=argparse.SUPPRESS)  # the old opt-in flag
     parser.set_defaults(func=run)
 
 
