@@ -320,8 +320,21 @@ def apply_overrides(config: T, overrides: Sequence[str]) -> T:
             node = node[part]
         if parts[-1] not in node:
             raise ValueError(f"override {item!r}: unknown key {key!r}; valid keys: {sorted(node)}")
-        node[parts[-1]] = yaml.safe_load(raw)
-    return from_dict(type(config), data)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {item!r}: value is not valid YAML ({_yaml_problem(err)})") from None
+    try:
+        return from_dict(type(config), data)
+    except TypeError as err:  # a wrong-typed value: the same one-line user error as in a YAML file
+        raise ValueError(f"config override: {err}") from None
+
+
+def _yaml_problem(err: Exception) -> str:
+    """First line of a PyYAML error, with its line/column when known."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(problem)
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -341,7 +354,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if not path.is_file():
             raise FileNotFoundError(f"{path}: config file not found")
         with path.open() as f:
-            data = yaml.safe_load(f) or {}
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError as err:
+                raise ValueError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
         if not isinstance(data, Mapping):
             raise ValueError(f"{path}: top level must be a mapping, got {type(data).__name__}")
         try:

@@ -15,6 +15,7 @@ import io
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +220,22 @@ def _make_optimizer(model: nn.Module, config: ExperimentConfig, total_steps: int
     return opt, sched
 
 
+def _check_resume_network(asked: Any, saved: Any, path: Path) -> None:
+    """Refuse to resume a run with a different network (the KAN grid size may differ: grid extension)."""
+    def comparable(net: Any) -> dict[str, Any]:
+        d = to_dict(net)
+        if isinstance(d.get("kan"), dict):
+            d["kan"] = {k: v for k, v in d["kan"].items() if k != "grid_size"}
+        return d
+
+    a, b = comparable(asked), comparable(saved)
+    diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if diff:
+        detail = ", ".join(f"{k}: {b.get(k)!r} in the run, {a.get(k)!r} asked" for k in diff)
+        raise ValueError(f"{path}: cannot resume with a different network ({detail}); use the run's config "
+                         "or a new --output")
+
+
 def _prepare_data_root(config: ExperimentConfig, output: Path, rank: int) -> ExperimentConfig:
     """An empty ``data.root`` means: generate the built-in synthetic dataset into ``output/data``."""
     if config.data.root:
@@ -322,6 +339,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
         torch.use_deterministic_algorithms(True, warn_only=True)
     output = Path(tc.output_dir)
     is_main = rank == 0
+    fresh_output = not output.exists()  # a run that fails before its first checkpoint removes what it made
     try:
         config = _prepare_data_root(config, output, rank)
         report = validate_dataset(None, config)
@@ -344,6 +362,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             if "optimizer" not in ckpt:
                 raise ValueError(f"{output / 'last.pt'}: no resume state in this checkpoint")
             saved = from_dict(ExperimentConfig, ckpt["config"])
+            _check_resume_network(config.network, saved.network, output / "last.pt")
             config = dataclasses.replace(config, network=saved.network)  # grid size may have been extended
         torch.manual_seed(tc.seed)
         model = build_network(config.network).to(dev)
@@ -353,6 +372,9 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             model.load_state_dict(ckpt["state_dict"])
             start_epoch, step = ckpt["epoch"] + 1, ckpt["step"]
             best_metric, best_epoch, history = ckpt["best_metric"], ckpt["best_epoch"], list(ckpt["history"])
+            if start_epoch >= tc.epochs and is_main:
+                print(f"{output / 'last.pt'}: the run already finished epoch {start_epoch} of {tc.epochs}; "
+                      "nothing to resume (raise --epochs to train on)")
         elif tc.init_from:
             init_epoch = init_weights_from(model, tc.init_from, config.network)
             if is_main:
@@ -510,6 +532,10 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             parameters=count_parameters(model),
             history=history,
         )
+    except BaseException:
+        if is_main and fresh_output and output.is_dir() and not (output / "last.pt").exists():
+            shutil.rmtree(output, ignore_errors=True)  # e.g. only the generated synthetic data/ folder
+        raise
     finally:
         if own_group:
             dist.destroy_process_group()

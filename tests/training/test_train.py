@@ -110,6 +110,42 @@ def test_resume_reproduces_uninterrupted_run_exactly(tiny_data: Path, tmp_path: 
     assert resumed.epochs_run == 1
 
 
+def test_resume_checks_the_network_and_says_when_done(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    config = tiny_config(tiny_data, tmp_path / "run", "train.epochs=1")
+    train(config)
+    with pytest.raises(ValueError, match=r"different network \(channels: \[4, 8\] in the run, \[8, 16\] asked"):
+        train(apply_overrides(config, ["network.channels=[8, 16]", "train.epochs=2"]), resume=True)
+    capsys.readouterr()
+    assert train(config, resume=True).epochs_run == 0
+    assert "already finished epoch 1 of 1" in capsys.readouterr().out
+
+
+def test_failed_start_leaves_no_output_folder(tmp_path: Path) -> None:
+    # empty data.root: the synthetic dataset is generated into the output folder, then the missing
+    # --init-from checkpoint stops the run; nothing of it may remain
+    config = tiny_config(tmp_path, tmp_path / "run", "data.root=''", f"train.init_from={tmp_path / 'missing.pt'}")
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        train(config)
+    assert not (tmp_path / "run").exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("keep me")
+    with pytest.raises(FileNotFoundError):
+        train(apply_overrides(config, [f"train.output_dir={existing}"]))
+    assert (existing / "notes.txt").read_text() == "keep me"  # a folder that existed before is never removed
+
+
+def test_config_errors_are_one_line_value_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="config override: train.lr: expected a number, got 'abc'"):
+        load_config(None, ["train.lr=abc"])
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_config(None, ["train.lr=[1"])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("network: [1\n")
+    with pytest.raises(ValueError, match=r"broken.yaml: not valid YAML .* line 2"):
+        load_config(broken)
+
+
 def test_init_from_starts_from_the_checkpoint_weights(tiny_data: Path, tmp_path: Path) -> None:
     source = train(tiny_config(tiny_data, tmp_path / "source", "train.epochs=1"))
     # lr 0: the fine-tuning run must end exactly where the source checkpoint's weights are.
