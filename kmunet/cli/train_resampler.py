@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--holdout", type=int, default=20, help="volumes held out of training (default 20)")
     parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--seed", type=int, default=0, help="split, initialisation and sampling seed")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (default auto)")
     parser.add_argument("--zoom", type=float, nargs=2, default=[1.0, 1.0], metavar=("LOW", "HIGH"),
                         help="range of a random down-scaling of the crops (coarser scans; default 1 1: off)")
     parser.add_argument("--slice-blur", type=float, default=0.0,
@@ -42,13 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``kmunet train-resampler``; returns 0 on success."""
-    from pathlib import Path
-
     from kmunet.inr.prior import ResamplerAugment, train_resampler
 
-    output = Path(args.output)
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"output folder not found: {output.parent}")
+    from kmunet.inference.writers import check_output_file
+
+    output = check_output_file(args.output)  # before training, not after
     summary = train_resampler(
         args.data, output, epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, factors=args.factors,
         lr=args.lr, holdout=args.holdout, seed=args.seed, device=args.device, time_limit=args.time_limit,

@@ -88,7 +88,21 @@ def export_nifti(
         raise FileNotFoundError(f"{src}: input not found")
     if reference is not None and not Path(reference).exists():
         raise FileNotFoundError(f"{reference}: reference not found")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: output exists and is not a folder")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        report = _export(src, out, reference, overwrite, emit)
+    finally:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a run that wrote nothing leaves no empty folder behind
+    return report
+
+
+def _export(src: Path, out: Path, reference: str | Path | None, overwrite: bool,
+            emit: Callable[[str], None]) -> ExportReport:
+    """The body of :func:`export_nifti` once its arguments are checked and ``out`` exists."""
     report = ExportReport()
 
     def do(name: str, item: str, fn: Callable[[Path], None]) -> None:

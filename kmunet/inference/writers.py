@@ -17,13 +17,31 @@ import numpy as np
 from kmunet.inference.cases import LoadedImage
 
 
+def check_output_file(path: str | Path) -> Path:
+    """Check early (before any work) that ``path`` can be written as a file.
+
+    Raises:
+        ValueError: ``path`` is an existing folder.
+        FileNotFoundError: its folder does not exist.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: folder does not exist (for {path.name})")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final`` (same suffixes); rename it to ``final`` on success.
 
     The temporary file is removed if the body raises.
+
+    Raises:
+        ValueError, FileNotFoundError: see :func:`check_output_file` (before the body runs).
     """
-    final = Path(final)
+    final = check_output_file(final)
     name = final.name
     suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else final.suffix
     tmp = final.with_name(f".{name[: len(name) - len(suffix)]}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")

@@ -385,6 +385,8 @@ def train_resampler(
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not factors or any(int(f) < 2 for f in factors):
         raise ValueError(f"factors must be integers >= 2, got {list(factors)!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if crop < 2 * max(factors) + 1:
         raise ValueError(f"crop {crop} too small for factor {max(factors)}")
     augment = ResamplerAugment() if augment is None else augment
@@ -393,7 +395,9 @@ def train_resampler(
     dev = resolve_device(device)
     files = list_volumes(data_dir)
     if holdout >= len(files):
-        holdout = 0 if len(files) < 2 else min(holdout, len(files) - 1)
+        asked, holdout = holdout, 0 if len(files) < 2 else min(holdout, len(files) - 1)
+        print(f"note: holdout {asked} reduced to {holdout}: {data_dir} has only {len(files)} volume(s) and at "
+              "least one must be left to train on", flush=True)
     train_files, held = holdout_split(files, holdout, seed)
     volumes = []
     for f in train_files:
@@ -405,6 +409,10 @@ def train_resampler(
         if data.ndim != 3:
             raise ValueError(f"{f} is not a 3-D volume (shape {data.shape})")
         volumes.append(data / intensity_scale(data))
+    largest = max(max(v.shape) for v in volumes)
+    if crop > largest:
+        raise ValueError(f"crop {crop} is larger than every training volume (largest side {largest} voxels): "
+                         f"choose --crop <= {largest}")
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

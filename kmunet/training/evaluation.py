@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,11 @@ def evaluate_checkpoint(
         ValueError: unusable checkpoint, no data folder known, or no validation case.
     """
     from kmunet.data.loaders import build_val_loader
+    from kmunet.inference.writers import check_output_file
 
     start = time.perf_counter()
+    if output is not None:
+        check_output_file(output)  # before minutes of inference, not after
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     dev = resolve_device(device)
     model, config = model_from_checkpoint(ckpt, device=dev)
@@ -58,6 +62,9 @@ def evaluate_checkpoint(
         raise ValueError(f"{checkpoint}: its config has no data.root (synthetic demo data); pass data=DIR")
     if not Path(root).is_dir():
         raise FileNotFoundError(f"data folder not found: {root}")
+    mismatch = _label_name_mismatch(Path(root), list(config.data.class_names))
+    if mismatch:
+        print(f"warning: {mismatch}", file=sys.stderr, flush=True)
     # One pass over the validation cases: caching them would only cost memory.
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=root, cache="none"))
     loader, names = build_val_loader(config)
@@ -78,3 +85,16 @@ def evaluate_checkpoint(
 
         write_text_atomic(output, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _label_name_mismatch(root: Path, class_names: list[str]) -> str:
+    """A message when ``root/dataset.json`` (MSD) names its labels differently from the checkpoint."""
+    try:
+        labels = json.loads((root / "dataset.json").read_text(encoding="utf-8"))["labels"]
+        names = [str(labels[str(i)]) for i in range(len(labels))]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    if [n.lower() for n in names] == [n.lower() for n in class_names]:
+        return ""
+    return (f"{root / 'dataset.json'} names the labels {names} but the checkpoint was trained for {class_names}: "
+            "is this the dataset it was trained on?")

@@ -99,3 +99,16 @@ def test_cli_commands_registered() -> None:
     assert args.checkpoint == "checkpoints/hippocampus_kmunet.pt" and args.fmt == "nifti" and callable(args.func)
     args = parser.parse_args(["export-nifti", "--input", "a", "--output", "b", "--reference", "r"])
     assert args.reference == "r" and callable(args.func)
+
+
+def test_export_failures_leave_no_empty_folder(tmp_path: Path) -> None:
+    from kmunet.inference import export_nifti
+
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    (nothing / "notes.txt").write_text("no images here")
+    report = export_nifti(nothing, tmp_path / "out", log=lambda line: None)
+    assert report.exit_code == 1 and not (tmp_path / "out").exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="afile: output exists and is not a folder"):
+        export_nifti(nothing, tmp_path / "afile")

@@ -91,6 +91,24 @@ def test_holdout_split_is_deterministic(tmp_path) -> None:
         holdout_split(files, 10)
 
 
+def test_train_resampler_argument_errors(tmp_path, capsys) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        _write_volume(data / f"vol{i}.nii.gz", shape=(14, 13, 12), seed=i)
+    base = ["train-resampler", "--data", str(data), "--epochs", "1", "--device", "cpu", "--no-progress"]
+    for extra, message in ((["--crop", "40"], "crop 40 is larger than every training volume (largest side 14"),
+                           (["--batch-size", "0"], "batch_size must be a positive integer"),
+                           (["--output", str(tmp_path)], "is a folder")):
+        output = [] if "--output" in extra else ["--output", str(tmp_path / "p.pt")]
+        assert main(base + output + extra) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "p.pt").exists()
+    assert main(base + ["--output", str(tmp_path / "p.pt"), "--crop", "10", "--batch-size", "2"]) == 0  # --holdout 20
+    assert "holdout 20 reduced to 1" in capsys.readouterr().out
+
+
 def test_prior_train_save_load_and_resample(tmp_path, capsys) -> None:
     data = tmp_path / "data"
     data.mkdir()

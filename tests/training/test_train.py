@@ -95,6 +95,17 @@ def test_evaluate_checkpoint_rejects_missing_data(tiny_data: Path, tmp_path: Pat
         evaluate_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "nowhere")
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(tmp_path / "nowhere")]) == 1
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--tta"]) == 0
+    with pytest.raises(ValueError, match="is a folder"):  # checked before any inference
+        evaluate_checkpoint(tmp_path / "run" / "best.pt", output=tmp_path)
+
+
+def test_evaluate_warns_about_differently_named_labels(tmp_path: Path) -> None:
+    from kmunet.training.evaluation import _label_name_mismatch
+
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "Anterior", "2": "Posterior"}}))
+    assert _label_name_mismatch(tmp_path, ["background", "anterior", "posterior"]) == ""  # case does not matter
+    assert "names the labels" in _label_name_mismatch(tmp_path, ["background", "a", "b"])
+    assert _label_name_mismatch(tmp_path / "none", ["background"]) == ""
 
 
 def test_resume_reproduces_uninterrupted_run_exactly(tiny_data: Path, tmp_path: Path) -> None:
