@@ -32,9 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from kmunet.data.prepare import prepare_msd
 
+    shown = []  # whether a progress line is open on stderr
+
     def progress(done: int, total: int | None) -> None:
         pct = f" ({100 * done / total:.0f}%)" if total else ""
         print(f"\r{done / 2**20:.1f} MiB{pct}", end="", file=sys.stderr)
+        shown[:] = [True]
 
     try:
         root = prepare_msd(
@@ -42,9 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout=args.timeout, progress=progress,
         )
     except (ValueError, OSError) as err:
-        print(f"\nprepare_msd: error: {err}", file=sys.stderr)
+        print(f"{chr(10) if shown else ''}prepare_msd: error: {err}", file=sys.stderr)
         return 1
-    print(f"\n{root}: verified")
+    print(f"{chr(10) if shown else ''}{root}: verified")
     return 0
 
 

@@ -102,7 +102,7 @@ def download_file(
     Raises:
         ChecksumError: wrong checksum.
         ValueError: ``retries`` < 1.
-        urllib.error.URLError / OSError: the download failed ``retries`` times.
+        OSError: the download failed ``retries`` times (the message names the URL).
     """
     if retries < 1:
         raise ValueError(f"retries must be >= 1, got {retries}")
@@ -123,10 +123,11 @@ def download_file(
             break
         except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
             if isinstance(err, urllib.error.HTTPError) and err.code not in (408, 429, 500, 502, 503, 504):
-                raise
+                raise OSError(f"{url}: {err}") from err
             last_error = err
     if last_error is not None:
-        raise last_error
+        kept = f"; {part.name} is kept, run again to resume" if part.exists() else ""
+        raise OSError(f"{url}: download failed after {retries} attempt(s) ({last_error}){kept}") from last_error
     try:
         verify_checksum(part, md5, sha256)
     except ChecksumError:
@@ -316,9 +317,23 @@ def prepare_msd(
     if not re.fullmatch(r"Task\d\d_[A-Za-z]+", task):
         raise ValueError(f"task must look like 'Task04_Hippocampus', got {task!r}; known: {sorted(MSD_MD5)}")
     if archive is None and url is None and task not in MSD_MD5:
-        raise ValueError(f"unknown MSD task {task!r}; known: {sorted(MSD_MD5)} (or pass url=)")
+        raise ValueError(f"unknown MSD task {task!r}; known: {sorted(MSD_MD5)} (or give its download URL or a "
+                         "local archive: --url / --archive, url= / archive=)")
     out = Path(out_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fetch_and_verify_msd(task, out, archive, url, md5, sha256, timeout, progress)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed first attempt leaves no empty folder (a partial download is kept to resume)
+        raise
+
+
+def _fetch_and_verify_msd(task: str, out: Path, archive: str | Path | None, url: str | None, md5: str | None,
+                          sha256: str | None, timeout: float,
+                          progress: Callable[[int, int | None], None] | None) -> Path:
+    """The body of :func:`prepare_msd` once ``out`` exists."""
     if archive is None:
         if url is None:
             url = f"{MSD_BASE_URL}/{task}.tar"

@@ -192,6 +192,17 @@ def test_download_bad_checksum_removes_partial(server: _Server, tmp_path: Path) 
     assert not (tmp_path / "x.tar").exists() and not (tmp_path / "x.tar.part").exists()
 
 
+def test_failed_download_names_the_url_and_leaves_no_empty_folder(server: _Server, tmp_path: Path) -> None:
+    with pytest.raises(ChecksumError):
+        prepare_msd("Task99_Synth", tmp_path / "bad_md5", url=f"{server.url}/Task99_Synth.tar", md5="0" * 32)
+    assert not (tmp_path / "bad_md5").exists()
+    url = f"{server.url}/Task99_Synth.tar"
+    server.close()  # nothing listens on the port any more
+    with pytest.raises(OSError, match=f"{url}: download failed after 3 attempt"):
+        prepare_msd("Task99_Synth", tmp_path / "gone", url=url, md5="0" * 32, timeout=2)
+    assert not (tmp_path / "gone").exists()
+
+
 def test_prepare_drive_verify_flat_and_zip(tmp_path: Path) -> None:
     drive = make_drive_like(tmp_path / "DRIVE" / "training", n=2)
     assert prepare_drive(tmp_path / "DRIVE") == drive
