@@ -35,6 +35,8 @@ __all__ = ["KANLinear", "KANConv"]
 
 #: Samples per input channel kept from the last forward pass for the regulariser and pruning scores.
 NUM_ACTIVATION_SAMPLES = 64
+#: At most this many points per input channel in the least-squares refit of :meth:`update_grid`.
+REFIT_POINTS = 2048
 
 
 def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
@@ -260,7 +262,8 @@ class _KANLayer(nn.Module):
 
         The new interior knots mix sample quantiles (adaptive) and a uniform grid over the samples'
         range with weight ``grid_eps``; coefficients are refitted by least squares so that every edge
-        function keeps its values on the samples. Constant channels keep a grid of minimal width.
+        function keeps its values on the samples (on :data:`REFIT_POINTS` evenly spaced quantiles of each
+        channel when there are more). Constant channels keep a grid of minimal width.
 
         Args:
             x: a layer input, ``(B, in, *spatial)`` for :class:`KANConv` or ``(..., in)`` for
@@ -284,6 +287,11 @@ class _KANLayer(nn.Module):
         uniform = lo[:, None] + (hi - lo)[:, None] * steps  # (in, G + 1)
         interior = self.grid_eps * uniform + (1 - self.grid_eps) * adaptive
         interior = torch.cummax(interior, dim=1).values  # keep knots non-decreasing
+        if ordered.shape[0] > REFIT_POINTS:
+            # Refit on evenly spaced order statistics of each channel: distributed like the samples, but
+            # bounded (all n samples of a 3D batch would evaluate every edge n times: minutes, gigabytes).
+            pick = torch.linspace(0, ordered.shape[0] - 1, REFIT_POINTS, device=x.device).round().long()
+            samples = ordered[pick]  # (REFIT_POINTS, in), column c = quantiles of channel c
         self._refit(self._extend_knots(interior), samples)
 
     def extend_grid(self, new_grid_size: int, points_per_interval: int = 8) -> None:

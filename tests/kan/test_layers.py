@@ -115,6 +115,24 @@ def test_update_grid_keeps_smooth_functions() -> None:
     assert layer.grid[:, 3].max() < -1.0 and layer.grid[:, -4].min() > 1.0  # adapted to the data range
 
 
+def test_update_grid_refits_on_bounded_quantiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kmunet.kan.layers as layers
+
+    def refit_after_update(points: int) -> tuple[torch.Tensor, torch.Tensor]:
+        monkeypatch.setattr(layers, "REFIT_POINTS", points)
+        torch.manual_seed(5)
+        layer = KANConv(3, 2, 3, kernel_size=3, padding=1, grid_range=(-2.0, 2.0), dtype=F64)
+        smooth_coefficients(layer, seed=1)
+        x = (_input((2, 2, 12, 12, 12), seed=8) * 0.7).clamp(-2.0, 2.0)  # 3456 samples per channel
+        layer.update_grid(x)
+        return layer.grid.clone(), layer(x)
+
+    grid_all, y_all = refit_after_update(10**9)  # every sample in the least squares
+    grid_sub, y_sub = refit_after_update(256)  # 256 quantiles per channel
+    torch.testing.assert_close(grid_sub, grid_all)  # the knots come from all samples either way
+    assert ((y_sub - y_all).norm() / y_all.norm()).item() < 1e-3
+
+
 def test_update_grid_is_robust_to_degenerate_inputs() -> None:
     layer = KANLinear(3, 2)
     x = torch.zeros(50, 3)
