@@ -300,6 +300,10 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
         device: overrides ``train.device`` (``"auto"``, ``"cpu"``, ``"cuda"``).
         progress: show the per-epoch tqdm bar (off: only the one-line epoch summaries, for log files).
 
+    A run that stops before writing its first checkpoint (a bad setting, a missing ``init_from``
+    file, Ctrl-C in the first epoch) removes its output folder if this call created it, so a failed
+    start leaves nothing half-made behind; an existing folder is never removed.
+
     Returns:
         A :class:`TrainResult`.
 
