@@ -88,6 +88,9 @@ def bspline_basis(x: Tensor, grid: Tensor, spline_order: int) -> Tensor:
     if grid.shape[1] < spline_order + 2:
         raise ValueError(f"grid has {grid.shape[1]} knots; order {spline_order} needs at least {spline_order + 2}")
     g = grid.to(x.dtype)
+    lo, hi = g[:, 0], g[:, -1]
+    # Beyond the knots every basis value is 0; pulling far inputs in keeps (x - t) / dt finite (float16).
+    x = torch.minimum(torch.maximum(x, lo - (hi - lo)), hi + (hi - lo))
     xe = x.unsqueeze(-1)  # (..., C, 1)
     basis = ((xe >= g[:, :-1]) & (xe < g[:, 1:])).to(x.dtype)  # order 0: (..., C, M - 1)
     for p in range(1, spline_order + 1):
@@ -189,6 +192,9 @@ def _uniform_local(
     shape[channel_dim] = -1  # per-channel parameters broadcast along the channel axis of x
     inv_h = (1.0 / h).view(shape)
     t0v, hv = t0.view(shape), h.view(shape)
+    # Inputs far outside the extended grid (where every basis value is 0 anyway) are pulled to just
+    # beyond its ends, so (x - t0) / h and its cube cannot overflow (float16 at ~1e4, float32 at ~1e26).
+    x = torch.minimum(torch.maximum(x, t0v - hv), t0v + (num_basis + k + 1) * hv)
     span = torch.floor(torch.addcmul(-t0v * inv_h, x, inv_h))  # floor((x - t0) / h)
     # Fraction relative to the span's own knot: small operands keep float32 accurate to ~1e-7.
     f = (x - torch.addcmul(t0v, span, hv)).mul_(inv_h)
@@ -300,7 +306,8 @@ def kan_features(
         if fused or (fused is None and spline_order == 3 and fused_available(x)):
             if spline_order != 3:
                 raise RuntimeError(f"fused KAN kernels support spline_order 3 only, got {spline_order}")
-            return fused_cubic_features(x, t0, h, num_basis, layout)
+            if x.numel() > 0:  # an empty batch takes the PyTorch path, which handles it
+                return fused_cubic_features(x, t0, h, num_basis, layout)
         return _UniformKANFeatures.apply(x, t0, h, num_basis, spline_order, layout)
     if fused:
         raise RuntimeError("fused KAN kernels need a uniform knot grid")

@@ -145,6 +145,8 @@ class _KANLayer(nn.Module):
 
     def _record_samples(self, x: Tensor) -> None:
         """Keep an evenly strided, detached subsample of each channel's inputs, ``(n, in)``."""
+        if x.numel() == 0:  # an empty batch: nothing to learn from, keep the previous samples
+            return
         flat = x.detach().reshape(x.shape[0], x.shape[1], -1)  # (B, C, S)
         total = flat.shape[0] * flat.shape[2]
         idx = torch.linspace(0, total - 1, min(total, NUM_ACTIVATION_SAMPLES), device=x.device).long()

@@ -245,3 +245,37 @@ def test_plot_edge_functions_writes_png(tmp_path) -> None:
     assert not list(tmp_path.glob(".*tmp*"))
     with pytest.raises(TypeError):
         plot_edge_functions(torch.nn.Linear(2, 2), tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("fused", ["1", "0"])
+def test_huge_inputs_stay_finite(fused: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KMUNET_FUSED_KAN", fused)
+    conv = KANConv(2, 2, 3, kernel_size=3, padding=1)
+    for value in (1e26, 1e30, -1e30):
+        x = torch.full((1, 2, 4, 4), value, requires_grad=True)
+        y = conv(x)
+        y.sum().backward()
+        assert torch.isfinite(y).all() and torch.isfinite(x.grad).all(), value
+    # far outside the grid only the SiLU base path is left
+    far = torch.full((1, 2, 4, 4), 1e6)
+    base_only = KANConv(2, 2, 3, kernel_size=3, padding=1)
+    base_only.load_state_dict(conv.state_dict())
+    with torch.no_grad():
+        base_only.spline_coef.zero_()
+        torch.testing.assert_close(conv(far), base_only(far))
+
+
+def test_float16_general_path_has_no_nan() -> None:
+    from kmunet.kan import kan_features
+
+    conv = KANConv(2, 2, 2, dtype=torch.float16)  # float16 knots are not uniform to 1e-5: Cox-de Boor path
+    feats = kan_features(torch.full((1, 2, 4, 4), 3e4, dtype=torch.float16), conv.grid, 3)
+    assert torch.isfinite(feats).all()
+
+
+def test_empty_batch_gives_empty_output() -> None:
+    x = torch.randn(0, 4, 5, 5, requires_grad=True)
+    y = KANConv(2, 4, 6, kernel_size=3, padding=0)(x)
+    assert y.shape == torch.nn.Conv2d(4, 6, 3)(x).shape == (0, 6, 3, 3)
+    y.sum().backward()
+    assert KANLinear(4, 3)(torch.randn(0, 4)).shape == (0, 3)
