@@ -28,7 +28,8 @@ class KANConfig:
         grid_size: number of grid intervals G inside ``grid_range``.
         spline_order: B-spline order k (3 = cubic).
         grid_range: initial grid range; activations are normalised before each KAN layer so that
-            most of them fall inside it.
+            most of them fall inside it. (-2, 2) here, wider than a bare ``KANConv``'s default (-1, 1)
+            (the KAN paper's), because instance-normalised activations spread over about +-2.
         scale_noise: standard deviation of the initial spline coefficients c_i.
         scale_base: gain of the Xavier-like initialisation of the base weights w_b.
         scale_spline: initial value of the spline scale w_s.

@@ -22,6 +22,7 @@ before each KAN convolution so that most of them fall inside the grid.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Sequence
 
 import torch
@@ -39,8 +40,19 @@ NUM_ACTIVATION_SAMPLES = 64
 REFIT_POINTS = 2048
 
 
+def _is_int(value: object) -> bool:
+    """A Python or NumPy integer (not a bool): what ``operator.index`` accepts."""
+    if isinstance(value, bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not _is_int(value) or int(value) < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
@@ -78,10 +90,13 @@ class _KANLayer(nn.Module):
         _check_positive_int("groups", groups)
         _check_positive_int("grid_size", grid_size)
         _check_positive_int("spline_order", spline_order, minimum=0)
+        in_channels, out_channels, groups = int(in_channels), int(out_channels), int(groups)  # NumPy ints too
+        grid_size, spline_order = int(grid_size), int(spline_order)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})")
-        if len(grid_range) != 2 or not float(grid_range[1]) > float(grid_range[0]):
-            raise ValueError(f"grid_range must be (low, high) with low < high, got {grid_range!r}")
+        if len(grid_range) != 2 or not all(math.isfinite(float(v)) for v in grid_range) \
+                or not float(grid_range[1]) > float(grid_range[0]):
+            raise ValueError(f"grid_range must be finite (low, high) with low < high, got {grid_range!r}")
         if not 0.0 <= grid_eps <= 1.0:
             raise ValueError(f"grid_eps must be in [0, 1], got {grid_eps!r}")
         if scale_noise < 0:
@@ -302,6 +317,13 @@ class _KANLayer(nn.Module):
         The new interior knots interpolate the old ones (a uniform grid stays uniform; a multiple of the
         old size nests the old knots, making the refit exact); coefficients are refitted by least squares
         on points densely covering the old grid range. Parameter shapes change: rebuild the optimizer.
+
+        The functions are kept on the grid range ``[t_k, t_{G+k}]``, the domain on which the KAN paper
+        (Sec. 2.5) refines them. Beyond it, the spline part lives on ``k`` extension intervals of
+        the grid's own spacing. That band narrows with the finer spacing, so inputs there get new values
+        (zero beyond the new band). Keeping the old band would need a non-uniform grid and the slower
+        general basis path. Run :meth:`update_grid` on typical inputs first (as the paper does) so that
+        the grid range covers them.
         """
         _check_positive_int("new_grid_size", new_grid_size)
         k, gsize = self.spline_order, self.grid_size
@@ -386,10 +408,12 @@ class KANLinear(_KANLayer):
         return self.out_channels
 
     def _as_channel_first(self, x: Tensor) -> Tensor:
+        if x.dim() < 1 or x.shape[-1] != self.in_channels:
+            raise ValueError(f"KANLinear expects (..., {self.in_channels}), got {tuple(x.shape)}")
         return x.reshape(-1, self.in_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1] != self.in_channels:
+        if x.dim() < 1 or x.shape[-1] != self.in_channels:
             raise ValueError(f"KANLinear expects (..., {self.in_channels}), got {tuple(x.shape)}")
         lead = x.shape[:-1]
         feats = self.expand(x.reshape(-1, self.in_channels))  # (N, in * (1 + G + k))
@@ -400,10 +424,15 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 def _ntuple(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
-    out = (value,) * n if isinstance(value, int) else tuple(value)
-    if len(out) != n or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in out):
+    if _is_int(value):
+        out: tuple = (value,) * n
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        out = tuple(value)
+    else:
         raise ValueError(f"{name} must be a non-negative int or {n} of them, got {value!r}")
-    return out
+    if len(out) != n or any(not _is_int(v) or int(v) < 0 for v in out):
+        raise ValueError(f"{name} must be a non-negative int or {n} of them, got {value!r}")
+    return tuple(int(v) for v in out)
 
 
 class KANConv(_KANLayer):
@@ -484,12 +513,16 @@ class KANConv(_KANLayer):
         # 1D/2D ones are faster channels-first (measured by benchmarks/kanconv.py).
         self.channels_last = spatial_dims == 3 if channels_last is None else bool(channels_last)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _as_channel_first(self, x: Tensor) -> Tensor:
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"KANConv({self.spatial_dims}D) expects (B, {self.in_channels}, *spatial) with "
                 f"{self.spatial_dims} spatial dims, got {tuple(x.shape)}"
             )
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._as_channel_first(x)  # checks the shape
         return _CONV[self.spatial_dims](
             self.expand(x), self.composed_weight(), None, self.stride, self.padding, self.dilation, self.groups
         )

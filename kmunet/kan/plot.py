@@ -42,6 +42,8 @@ def plot_edge_functions(
     if not isinstance(layer, _KANLayer):
         raise TypeError(f"plot_edge_functions expects a KANConv or KANLinear, got {type(layer).__name__}")
     path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: plot_edge_functions writes PNG files; give a path ending in .png")
     k, g = layer.spline_order, layer.grid_size
     rows = min(max_out, layer.out_channels)
     cols = min(max_in, layer.in_channels // layer.groups)

@@ -16,10 +16,19 @@ NETWORKS = ("kmunet", "unet")
 def build_network(config: NetworkConfig) -> nn.Module:
     """KM-UNet (``name="kmunet"``) or MONAI's ``UNet`` baseline (``name="unet"``) from one config.
 
-    Both map ``(B, in_channels, *spatial)`` to logits ``(B, out_channels, *spatial)``.
+    Both map ``(B, in_channels, *spatial)`` to logits ``(B, out_channels, *spatial)``. KM-UNet takes any
+    spatial size (it pads to a multiple of its total stride and crops back); MONAI's ``UNet`` needs each
+    size divisible by the product of ``strides`` (sliding-window inference with the training patch size
+    guarantees it in kmunet's pipelines).
+
+    Raises:
+        TypeError: ``config`` is not a :class:`NetworkConfig`.
+        ValueError: unknown name, or ``spatial_dims`` / ``strides`` the network cannot use.
     """
     if not isinstance(config, NetworkConfig):
         raise TypeError(f"build_network expects a NetworkConfig, got {type(config).__name__}")
+    if config.spatial_dims not in (1, 2, 3):
+        raise ValueError(f"network.spatial_dims must be 1, 2 or 3, got {config.spatial_dims!r}")
     if config.name == "kmunet":
         return KMUNet(
             spatial_dims=config.spatial_dims,

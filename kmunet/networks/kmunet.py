@@ -118,6 +118,16 @@ class KMUNet(nn.Module):
         super().__init__()
         if spatial_dims not in _CONV:
             raise ValueError(f"spatial_dims must be one of {sorted(_CONV)}, got {spatial_dims!r}")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(kernel_size, int) or isinstance(kernel_size, bool):
+            raise TypeError(f"kernel_size must be one odd integer for every axis, got {kernel_size!r}")
+        if any(not isinstance(s, int) or isinstance(s, bool) for s in strides):
+            raise TypeError(f"strides must be one integer per level (the same on every axis), got {tuple(strides)!r}")
+        if not isinstance(kan, KANConfig):
+            raise TypeError(f"kan must be a kmunet.config.KANConfig, got {type(kan).__name__}"
+                            " (e.g. KANConfig(grid_size=3))")
         channels, strides = tuple(channels), tuple(strides)
         if len(channels) < 2:
             raise ValueError(f"channels needs at least 2 levels, got {channels!r}")
@@ -152,6 +162,10 @@ class KMUNet(nn.Module):
         if x.dim() != self.spatial_dims + 2:
             raise ValueError(f"KMUNet({self.spatial_dims}D) expects (B, C, *spatial), got shape {tuple(x.shape)}")
         spatial = x.shape[2:]
+        if math.prod(-(-n // self.total_stride) for n in spatial) < 2:
+            raise ValueError(f"input spatial shape {list(spatial)} is too small for KMUNet: its bottleneck (1/"
+                             f"{self.total_stride} per axis) would hold a single voxel, which normalisation cannot "
+                             f"handle; give at least {self.total_stride + 1} voxels along some axis")
         pad = [(-n) % self.total_stride for n in spatial]
         if any(pad):
             # F.pad takes (last_lo, last_hi, ..., first_lo, first_hi): pad at the high end only.

@@ -279,3 +279,32 @@ def test_empty_batch_gives_empty_output() -> None:
     assert y.shape == torch.nn.Conv2d(4, 6, 3)(x).shape == (0, 6, 3, 3)
     y.sum().backward()
     assert KANLinear(4, 3)(torch.randn(0, 4)).shape == (0, 3)
+
+
+def test_more_bad_arguments_are_named() -> None:
+    import numpy as np
+
+    assert KANConv(2, 4, 4, np.int64(3), grid_size=np.int64(5))(torch.randn(1, 4, 6, 6)).shape == (1, 4, 6, 6)
+    with pytest.raises(ValueError, match="kernel_size .* got 3.0"):
+        KANConv(2, 4, 4, kernel_size=3.0)
+    with pytest.raises(ValueError, match="grid_range must be finite"):
+        KANConv(2, 4, 4, grid_range=(-float("inf"), 1.0))
+    with pytest.raises(ValueError, match=r"KANLinear expects \(\.\.\., 4\)"):
+        KANLinear(4, 3)(torch.tensor(1.0))
+    with pytest.raises(ValueError, match=r"KANConv\(2D\) expects"):
+        KANConv(2, 4, 4).update_grid(torch.randn(2, 4, 5))  # wrong rank, right channel count
+    with pytest.raises(ValueError, match="writes PNG files"):
+        plot_edge_functions(KANLinear(2, 2), "filters.jpg")
+
+
+def test_extend_grid_keeps_functions_on_the_grid_range_only() -> None:
+    torch.manual_seed(0)
+    conv = KANConv(2, 4, 4, 3, dtype=F64)
+    with torch.no_grad():
+        conv.spline_coef.normal_()
+    inside = torch.rand(2, 4, 8, 8, dtype=F64) * 2 - 1  # the grid range (-1, 1)
+    band = torch.full((1, 4, 3, 3), -1.6, dtype=F64)  # on the old extension band only
+    before_inside, before_band = conv(inside), conv(band)
+    conv.extend_grid(10)
+    torch.testing.assert_close(conv(inside), before_inside, atol=1e-9, rtol=0)  # as documented
+    assert (conv(band) - before_band).abs().max() > 1e-3  # the band is documented to change

@@ -88,3 +88,28 @@ def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
 def test_wrong_input_rank_raises() -> None:
     with pytest.raises(ValueError, match="expects"):
         KMUNet(3, 1, 2, channels=(4, 8), strides=(2,))(torch.zeros(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"in_channels": 0}, ValueError, "in_channels must be a positive integer"),
+        ({"out_channels": 0}, ValueError, "out_channels must be a positive integer"),
+        ({"kernel_size": (3, 3, 3)}, TypeError, "kernel_size must be one odd integer"),
+        ({"strides": ((1, 2, 2), 2)}, TypeError, "strides must be one integer per level"),
+        ({"kan": {"grid_size": 3}}, TypeError, "kan must be a kmunet.config.KANConfig"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs: dict, error: type, match: str) -> None:
+    args = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": (4, 8, 16), "strides": (2, 2)}
+    with pytest.raises(error, match=match):
+        KMUNet(**{**args, **kwargs})
+
+
+def test_too_small_input_is_named() -> None:
+    net = KMUNet(3, 1, 2, channels=(4, 8, 16, 32)).eval()  # total stride 8
+    with pytest.raises(ValueError, match=r"input spatial shape \[8, 8, 8\] is too small"):
+        net(torch.randn(1, 1, 8, 8, 8))
+    assert net(torch.randn(1, 1, 9, 8, 8)).shape == (1, 2, 9, 8, 8)
+    with pytest.raises(ValueError, match="spatial_dims must be 1, 2 or 3"):
+        build_network(NetworkConfig(name="unet", spatial_dims=4))
