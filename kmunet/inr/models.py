@@ -122,9 +122,12 @@ class CoordinateNet(nn.Module):
         """Real outputs of the last layer: ``2 * out_features`` for complex output, else ``out_features``."""
         return 2 * self.out_features if self.complex_output else self.out_features
 
-    def _check_coords(self, coords: Tensor) -> None:
+    def _check_coords(self, coords: Tensor) -> Tensor:
+        """Check ``(..., in_features)`` and return the coordinates in the model's floating dtype."""
         if coords.dim() < 1 or coords.shape[-1] != self.in_features:
             raise ValueError(f"{type(self).__name__} expects coordinates (..., {self.in_features}), got shape {tuple(coords.shape)}")
+        param = next(self.parameters(), None)
+        return coords.to(param.dtype) if param is not None and coords.dtype != param.dtype else coords
 
     def _finish_output(self, y: Tensor) -> Tensor:
         """``(..., head_features)`` real -> ``(..., out_features)`` real or complex."""
@@ -213,7 +216,7 @@ class SIREN(CoordinateNet):
         self.to(device)
 
     def forward(self, coords: Tensor) -> Tensor:
-        self._check_coords(coords)
+        coords = self._check_coords(coords)
         h = coords
         for layer in self.layers:
             h = layer(h)
@@ -281,7 +284,7 @@ class FourierMLP(CoordinateNet):
         return torch.cat([torch.cos(proj), torch.sin(proj)], dim=-1)
 
     def forward(self, coords: Tensor) -> Tensor:
-        self._check_coords(coords)
+        coords = self._check_coords(coords)
         h = self.features(coords)
         for layer in self.layers:
             h = F.relu(layer(h))
@@ -364,7 +367,7 @@ class WIRE(CoordinateNet):
         self.to(device)
 
     def forward(self, coords: Tensor) -> Tensor:
-        self._check_coords(coords)
+        coords = self._check_coords(coords)
         h = coords
         for layer in self.layers:
             h = layer(h)
@@ -491,7 +494,7 @@ class KANINR(CoordinateNet):
             layer.spline_coef.copy_(noise.to(layer.spline_coef.dtype))
 
     def forward(self, coords: Tensor) -> Tensor:
-        self._check_coords(coords)
+        coords = self._check_coords(coords)
         h = torch.tanh(self.norms[0](self.first(coords)))
         for layer, norm in zip(self.hidden, self.norms[1:]):
             h = torch.tanh(norm(layer(h)))

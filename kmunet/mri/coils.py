@@ -124,6 +124,8 @@ def estimate_sensitivities(
         raise ValueError(f"unknown sensitivity method {method!r}; valid: {list(SENS_METHODS)}")
     if kspace.shape[0] == 1 or method == "ones":
         return np.ones(kspace.shape, dtype=np.complex64)
+    if not np.any(kspace):
+        raise ValueError("k-space is all zero: cannot estimate coil sensitivities")
     calib = (calib_width, calib_width) if calib_width is not None else calibration_size(kspace)
     if min(calib) < 1:
         raise ValueError("k-space centre is not sampled: cannot estimate coil sensitivities")
@@ -147,6 +149,14 @@ def _as_tensor(x: np.ndarray | torch.Tensor, like: torch.Tensor | None = None) -
     return t
 
 
+def _check_mask(mask: torch.Tensor | np.ndarray, like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The mask as a boolean tensor on ``like``'s device, checked to be ``shape`` = ``(H, W)``."""
+    m = _as_tensor(mask, like).to(torch.bool)
+    if tuple(m.shape) != tuple(shape):
+        raise ValueError(f"mask shape {list(m.shape)} does not match the image grid {list(shape)}")
+    return m
+
+
 def sense_forward(
     image: torch.Tensor, sens: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarray | None = None
 ) -> torch.Tensor:
@@ -162,17 +172,20 @@ def sense_forward(
         raise ValueError(f"sensitivities {list(sens.shape)} do not match image {list(image.shape)}")
     k = fftnc_torch(sens * image.unsqueeze(-3))
     if mask is not None:
-        k = k * _as_tensor(mask, image).to(torch.bool)
+        k = k * _check_mask(mask, image, sens.shape[-2:])
     return k
 
 
 def sense_adjoint(
     kspace: torch.Tensor, sens: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarray | None = None
 ) -> torch.Tensor:
-    """Adjoint SENSE operator: k-space ``(..., C, H, W)`` -> image ``(..., H, W)``."""
+    """Adjoint SENSE operator: k-space ``(..., C, H, W)`` (torch or NumPy) -> image ``(..., H, W)``."""
+    kspace = torch.as_tensor(kspace)
+    if not kspace.is_complex():
+        kspace = kspace.to(torch.complex64)
     sens = _as_tensor(sens, kspace).to(kspace.dtype)
     if sens.shape != kspace.shape[-3:]:
         raise ValueError(f"sensitivities {list(sens.shape)} do not match k-space {list(kspace.shape)}")
     if mask is not None:
-        kspace = kspace * _as_tensor(mask, kspace).to(torch.bool)
+        kspace = kspace * _check_mask(mask, kspace, sens.shape[-2:])
     return torch.sum(torch.conj(sens) * ifftnc_torch(kspace), dim=-3)

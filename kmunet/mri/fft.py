@@ -20,6 +20,8 @@ def _axes(axes: Axes | int, ndim: int) -> tuple[int, ...]:
     for a in axes:
         if not -ndim <= a < ndim:
             raise ValueError(f"axis {a} out of range for an array with {ndim} dimensions")
+    if len({a % ndim for a in axes}) != len(axes):
+        raise ValueError(f"axes must be distinct, got {list(axes)}")
     return axes
 
 

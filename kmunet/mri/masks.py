@@ -9,6 +9,7 @@ axis; their centre ``round(n * center_fraction)`` lines are always sampled.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -92,6 +93,10 @@ def equispaced_mask(
     return _expand(lines, shape, ax)
 
 
+#: Smallest acceleration (other than 1) :func:`poisson_mask` accepts.
+POISSON_MIN_ACCELERATION: float = 1.5
+
+
 def poisson_mask(
     shape: Sequence[int], acceleration: float, center_fraction: float, seed: int = 0, axis: int = -2
 ) -> np.ndarray:
@@ -104,12 +109,22 @@ def poisson_mask(
     shape, _ = _check(shape, acceleration, center_fraction, axis)
     if acceleration <= 1:
         return np.ones(shape, dtype=bool)
+    if acceleration < POISSON_MIN_ACCELERATION:
+        # sigpy leaves the k-space corners out (about 21 %), so it cannot reach R near 1 (it loops)
+        raise ValueError(f"poisson masks need acceleration >= {POISSON_MIN_ACCELERATION:g} (or exactly 1), got "
+                         f"{acceleration:g}; use the random or equispaced mask for milder undersampling")
     import sigpy.mri
 
     calib = tuple(max(int(round(s * center_fraction)), 0) for s in shape)
+    if math.prod(calib) > math.prod(shape) / acceleration:
+        raise ValueError(f"center_fraction {center_fraction:g} gives a {calib[0]} x {calib[1]} calibration block, more "
+                         f"than the 1/{acceleration:g} of k-space that acceleration {acceleration:g} samples in all")
     state = np.random.get_state()
     try:
         mask = sigpy.mri.poisson(shape, float(acceleration), calib=calib, seed=int(seed), dtype=np.float32)
+    except ValueError as err:  # sigpy: "Cannot generate mask to satisfy accel=..."
+        raise ValueError(f"no Poisson-disc mask of shape {list(shape)} with acceleration {acceleration:g} and "
+                         f"center_fraction {center_fraction:g} ({err})") from None
     finally:
         np.random.set_state(state)
     return np.asarray(mask) > 0

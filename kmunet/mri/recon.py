@@ -167,6 +167,8 @@ def inr_reconstruct(
         raise ValueError(f"tv_weight must be >= 0, got {tv_weight}")
     if omega_0 is not None and inr != "siren":
         raise ValueError(f"omega_0 applies to SIREN only, not {inr!r}")
+    if not np.any(np.asarray(kspace) * mask):
+        raise ValueError("the sampled k-space is all zero: nothing for an INR to fit")
     device = torch.device(device)
     scale = kspace_scale(kspace, mask)
     y = torch.from_numpy((np.asarray(kspace) * mask / scale).astype(np.complex64)).to(device)

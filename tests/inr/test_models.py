@@ -151,3 +151,12 @@ def test_kan_options() -> None:
         assert all(p.grad is not None for p in model.parameters())
     with pytest.raises(ValueError, match="layer_norm"):
         build_inr("kan", 3, 1, layer_norm="yes")
+
+
+@pytest.mark.parametrize("name", ["siren", "fourier", "wire", "kan"])
+def test_coordinates_of_another_float_dtype_are_cast(name: str) -> None:
+    model = build_inr(name, 2, 1, hidden_features=8, hidden_layers=1, seed=0)  # float32 weights
+    coords = torch.rand(5, 2, dtype=torch.float64) * 2 - 1
+    torch.testing.assert_close(model(coords), model(coords.float()))
+    wide = build_inr(name, 2, 1, hidden_features=8, hidden_layers=1, seed=0, dtype=torch.float64)
+    assert wide(coords.float()).dtype == torch.float64

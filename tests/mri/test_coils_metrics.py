@@ -87,3 +87,27 @@ def test_metrics_bad_args() -> None:
         psnr(np.ones((4, 4)), np.ones((4, 5)))
     with pytest.raises(ValueError, match="no pixels"):
         ssim(np.ones((16, 16)), np.ones((16, 16)), mask=np.zeros((16, 16), bool))
+
+
+def test_sense_operators_check_masks_and_take_numpy() -> None:
+    from kmunet.mri.coils import sense_adjoint, sense_forward
+
+    rng = np.random.default_rng(0)
+    sens = (rng.standard_normal((2, 8, 8)) + 1j * rng.standard_normal((2, 8, 8))).astype(np.complex64)
+    with pytest.raises(ValueError, match=r"mask shape \[8, 9\] does not match the image grid \[8, 8\]"):
+        sense_forward(torch.ones(8, 8, dtype=torch.complex64), sens, np.ones((8, 9), bool))
+    k = (rng.standard_normal((2, 8, 8)) + 1j * rng.standard_normal((2, 8, 8))).astype(np.complex64)
+    np.testing.assert_allclose(sense_adjoint(k, sens).numpy(), sense_adjoint(torch.from_numpy(k), sens).numpy())
+    with pytest.raises(ValueError, match="mask shape"):
+        sense_adjoint(k, sens, np.ones((9, 8), bool))
+
+
+def test_all_zero_kspace_is_named() -> None:
+    from kmunet.mri.recon import reconstruct
+
+    mask = np.zeros((16, 16), bool)
+    mask[6:10] = True
+    with pytest.raises(ValueError, match="k-space is all zero"):
+        reconstruct(np.zeros((2, 16, 16), np.complex64), mask, method="zero-filled")
+    with pytest.raises(ValueError, match="all zero: nothing for an INR to fit"):
+        reconstruct(np.zeros((16, 16), np.complex64), mask, method="inr", iterations=2, device="cpu")

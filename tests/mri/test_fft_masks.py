@@ -86,3 +86,22 @@ def test_mask_bad_args(kwargs: dict, match: str) -> None:
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         make_mask(**args)
+
+
+def test_poisson_mask_limits_are_named() -> None:
+    from kmunet.mri import make_mask
+
+    with pytest.raises(ValueError, match="poisson masks need acceleration >= 1.5"):
+        make_mask("poisson", (64, 64), 1.2, 0.08, seed=7)  # sigpy would loop: corners are never sampled
+    with pytest.raises(ValueError, match="center_fraction 0.6 gives a 38 x 38 calibration block"):
+        make_mask("poisson", (64, 64), 4.0, 0.6)
+    assert make_mask("poisson", (64, 64), 1.0, 0.08).all()
+
+
+def test_repeated_fft_axes_are_refused() -> None:
+    from kmunet.mri.fft import fftnc, fftnc_torch
+
+    with pytest.raises(ValueError, match="distinct"):
+        fftnc(np.zeros((4, 4), complex), axes=(0, 0))
+    with pytest.raises(ValueError, match="distinct"):
+        fftnc_torch(torch.zeros(4, 4, dtype=torch.complex64), (0, -2))
