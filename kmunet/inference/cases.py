@@ -33,8 +33,8 @@ class Case:
 
     Attributes:
         name: output stem (filesystem-safe, unique within one discovery).
-        kind: ``"nifti"`` or ``"dicom"``.
-        path: the NIfTI file, or the folder of the DICOM series' first file.
+        kind: ``"nifti"``, ``"dicom"`` or ``"raster"`` (a 2D PNG/TIF/GIF/JPG image, for 2D models).
+        path: the NIfTI or raster file, or the folder of the DICOM series' first file.
         files: DICOM files sorted by slice position (empty for NIfTI).
         series_uid: ``SeriesInstanceUID`` (DICOM only).
         error: a problem found during discovery (the case is reported as failed, not read).
@@ -58,6 +58,8 @@ class LoadedImage:
         spatial_shape: input spatial shape.
         nifti: the ``nibabel`` image (NIfTI inputs; header kept for writing).
         sitk_image: the SimpleITK image (DICOM inputs; geometry kept for writing).
+        raster: a 2D raster input (``array`` is ``(C, rows, columns)``, the affine the identity); its
+            mask is written as a PNG of the same size.
     """
 
     array: np.ndarray
@@ -65,6 +67,7 @@ class LoadedImage:
     spatial_shape: tuple[int, ...]
     nifti: Any = None
     sitk_image: Any = None
+    raster: bool = False
 
 
 def safe_name(text: str, max_len: int = 100) -> str:
@@ -160,14 +163,23 @@ def check_dicom_series(headers: list[tuple[Path, Any]]) -> tuple[list[Path], str
     return files, ""
 
 
+def is_raster(path: str | Path) -> bool:
+    """Whether ``path`` names a 2D raster image (PNG, TIF, GIF, JPG, BMP)."""
+    from kmunet.data.io import RASTER_SUFFIXES
+
+    return Path(path).name.lower().endswith(RASTER_SUFFIXES)
+
+
 def discover_cases(
-    input_path: str | Path, exclude: str | Path | None = None
+    input_path: str | Path, exclude: str | Path | None = None, raster: bool = False
 ) -> tuple[list[Case], list[tuple[Path, str]]]:
     """Find NIfTI files and DICOM series under ``input_path`` (a file or a folder, recursive).
 
     Args:
         input_path: a NIfTI file, a DICOM file (its whole series is taken from its folder) or a folder.
         exclude: a folder not to search (the output folder when it lies inside the input).
+        raster: also take 2D raster images (PNG/TIF/GIF/JPG/BMP) as cases, for 2D models; otherwise
+            they are skipped like any other non-image file.
 
     Returns:
         ``(cases, skipped)``: cases sorted by name (names unique and filesystem-safe; cases whose
@@ -183,8 +195,9 @@ def discover_cases(
         raise FileNotFoundError(f"{root}: input not found")
     excluded = Path(exclude).resolve() if exclude is not None else None
     if root.is_file():
-        candidates = [root] if is_nifti(root) else sorted(p for p in root.parent.iterdir() if p.is_file())
-        single_dicom = not is_nifti(root)
+        alone = is_nifti(root) or (raster and is_raster(root))
+        candidates = [root] if alone else sorted(p for p in root.parent.iterdir() if p.is_file())
+        single_dicom = not alone
     else:
         candidates = []
         for dirpath, dirnames, filenames in os.walk(root):
@@ -202,6 +215,12 @@ def discover_cases(
             continue
         if is_nifti(path):
             raw.append(Case(name=safe_name(nifti_stem(path)), kind="nifti", path=path))
+            continue
+        if is_raster(path):
+            if raster:
+                raw.append(Case(name=safe_name(path.stem), kind="raster", path=path))
+            else:
+                skipped.append((path, "2D raster image (only 2D models segment those)"))
             continue
         try:
             ds = _read_dicom_header(path)
@@ -297,6 +316,18 @@ def load_case(case: Case, spatial_dims: int = 3, in_channels: int = 1) -> Loaded
         if not np.all(np.isfinite(array)):
             raise ValueError("image contains NaN or infinite values")
         return LoadedImage(np.ascontiguousarray(array), np.asarray(img.affine, dtype=np.float64), array.shape[1:], nifti=img)
+    if case.kind == "raster":
+        from kmunet.data.io import load_array
+
+        try:
+            array, affine, channels = load_array(case.path)  # (C, rows, columns), identity affine
+        except Exception as err:  # noqa: BLE001 - pillow raises several types on corrupt files
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"not a readable raster image ({type(err).__name__}: {reason})") from None
+        if spatial_dims != 2 or channels != in_channels:
+            raise ValueError(f"2D image with {channels} channel(s); the model expects {spatial_dims}D x {in_channels}")
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        return LoadedImage(array, np.asarray(affine, dtype=np.float64), array.shape[1:], raster=True)
     if spatial_dims != 3 or in_channels != 1:
         raise ValueError(f"DICOM series give 3D single-channel images; the model expects {spatial_dims}D x {in_channels}")
     try:

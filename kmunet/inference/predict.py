@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -267,7 +268,9 @@ def predict_image(
             sw_device=dev, device=torch.device("cpu"),
         )[0].cpu()
     data["pred"] = MetaTensor(probs, meta=dict(x.meta))
-    inverted = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True)(data)
+    with warnings.catch_warnings():  # 2D pipelines have nothing to invert; MONAI warns about that
+        warnings.filterwarnings("ignore", message="inverse has been called but no invertible transforms")
+        inverted = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True)(data)
     back = torch.as_tensor(inverted["pred"]).float().numpy()
     if tuple(back.shape[1:]) != tuple(image.spatial_shape):
         raise RuntimeError(f"inverse transform gave shape {list(back.shape[1:])}, input is {list(image.spatial_shape)}")
@@ -431,7 +434,8 @@ def predict_folder(
         mirror_axes = [int(a) for a in params["mirror_axes"]]
 
     out.mkdir(parents=True, exist_ok=True)
-    all_cases, skipped = discover_cases(src, exclude=out)
+    dims, chans = int(params.get("spatial_dims", 3)), int(params.get("in_channels") or 1)
+    all_cases, skipped = discover_cases(src, exclude=out, raster=dims == 2)
     cases, rank, world = _shard(all_cases)
     from kmunet import __version__
 
@@ -441,23 +445,23 @@ def predict_folder(
                                      "sw_batch_size": sw, "overlap": ov, "tta": bool(tta),
                                      "mirror_axes": mirror_axes, "overwrite": bool(overwrite)})
     if not all_cases:
-        msg = f"{src}: no NIfTI files or DICOM series found"
+        msg = f"{src}: no NIfTI files or DICOM series found" + (" (nor 2D raster images)" if dims == 2 else "")
         report.errors.append(msg)
         emit(f"error: {msg}")
-    dims, chans = int(params.get("spatial_dims", 3)), int(params.get("in_channels") or 1)
 
     for case in tqdm(cases, desc="predict", unit="case", disable=not progress, file=sys.stderr):
         start = time.perf_counter()
         res = CaseResult(case=case.name, input=str(case.path), series_uid=case.series_uid)
         as_seg = fmt == "dicom-seg" and case.kind == "dicom"
-        target = out / (f"{case.name}_seg.dcm" if as_seg else f"{case.name}.nii.gz")
+        target = out / (f"{case.name}_seg.dcm" if as_seg else f"{case.name}.png" if case.kind == "raster"
+                        else f"{case.name}.nii.gz")
         written: list[Path] = []
         try:
             if fmt == "dicom-seg" and case.kind != "dicom":
                 emit(f"note: {case.path}: DICOM-SEG needs a DICOM series input; writing NIfTI")
             wanted = [target]
             wanted += [out / f"{case.name}_probabilities.nii.gz"] if save_probabilities else []
-            wanted += [out / f"{case.name}.png"] if png else []
+            wanted += [out / f"{case.name}.png"] if png and dims == 3 else []  # overlays are 3D only
             present = [w for w in wanted if w.exists()]
             if present and not overwrite:
                 res.status, res.output = "exists", str(target) if target.exists() else ""

@@ -73,8 +73,14 @@ def write_like_input(
     data = np.asarray(data).astype(dtype, copy=False)
     if tuple(data.shape[: len(reference.spatial_shape)]) != tuple(reference.spatial_shape):
         raise ValueError(f"{path.name}: array shape {list(data.shape)} differs from input {list(reference.spatial_shape)}")
+    if reference.raster and data.ndim == 2:
+        return _write_raster_mask(path, data)
     with atomic_path(path) as tmp:
-        if reference.nifti is not None:
+        if reference.raster:  # probabilities of a raster input: NIfTI on its pixel grid (identity affine)
+            import nibabel as nib
+
+            nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp))
+        elif reference.nifti is not None:
             import nibabel as nib
 
             src = reference.nifti
@@ -101,6 +107,18 @@ def write_like_input(
                 img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0, 3)), isVector=True)
             img.CopyInformation(ref)
             sitk.WriteImage(img, str(tmp), useCompression=True)
+    return path
+
+
+def _write_raster_mask(path: Path, mask: np.ndarray) -> Path:
+    """A label image of a raster input as an 8-bit PNG of the same size (binary: 0 / 255, else indices)."""
+    from PIL import Image
+
+    labels = np.asarray(mask).astype(np.uint8)
+    if labels.max(initial=0) <= 1:
+        labels = labels * np.uint8(255)  # like DRIVE's own 0/255 vessel masks: viewable as is
+    with atomic_path(path) as tmp:
+        Image.fromarray(labels).save(str(tmp), format="PNG")
     return path
 
 

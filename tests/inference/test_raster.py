@@ -1,0 +1,80 @@
+"""2D models segment raster images (PNG/TIF/...) into PNG masks of the same size; 3D models skip them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kmunet.config import load_config
+from kmunet.data import preprocessing_params
+from kmunet.inference import predict_folder
+from tests.conftest import REPO_ROOT
+from tests.inference.conftest import PARAMS, threshold_predictor
+
+DRIVE_PARAMS = {**preprocessing_params(load_config(REPO_ROOT / "configs" / "drive_2d.yaml")), "patch_size": [32, 32]}
+
+
+def _red_predictor(x: torch.Tensor) -> torch.Tensor:
+    """Class 1 where the (normalised) red channel is bright."""
+    return torch.cat([torch.zeros_like(x[:, :1]), 10.0 * x[:, :1] - 1.0], dim=1)
+
+
+def _rgb_image(path: Path, shape: tuple[int, int] = (45, 61)) -> np.ndarray:
+    """An RGB PNG with a bright red block in its top-left quarter; returns the expected 0/1 mask."""
+    rgb = np.full(shape + (3,), 40, np.uint8)
+    truth = np.zeros(shape, bool)
+    truth[5:20, 8:30] = True
+    rgb[truth, 0] = 250
+    Image.fromarray(rgb).save(path)
+    return truth
+
+
+def test_2d_model_writes_png_masks_of_the_input_size(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    truth = _rgb_image(inp / "eye.png")
+    (inp / "notes.txt").write_text("not an image")
+    report = predict_folder(inp, tmp_path / "out", predictor=_red_predictor, preprocessing=DRIVE_PARAMS,
+                            device="cpu", progress=False, save_probabilities=True)
+    assert report.exit_code == 0, report.to_dict()
+    (case,) = report.cases
+    mask = np.asarray(Image.open(tmp_path / "out" / "eye.png"))
+    assert case.output.endswith("eye.png") and case.shape == [45, 61]
+    assert mask.shape == truth.shape and set(np.unique(mask)) == {0, 255}  # rows x columns, 0 / 255
+    np.testing.assert_array_equal(mask > 127, truth)  # no transpose or flip
+    assert (tmp_path / "out" / "eye_probabilities.nii.gz").is_file()
+    assert [Path(f).name for f, _ in report.skipped] == ["notes.txt"]
+
+
+def test_3d_model_skips_raster_images_and_wrong_channels_fail(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    _rgb_image(inp / "photo.png")
+    report = predict_folder(inp, tmp_path / "out3d", predictor=threshold_predictor, preprocessing=PARAMS,
+                            device="cpu", progress=False, log=lambda line: None)
+    assert report.cases == [] and "only 2D models" in report.skipped[0][1]
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(inp / "gray.png")  # 1 channel for an RGB model
+    report = predict_folder(inp, tmp_path / "out2d", predictor=_red_predictor, preprocessing=DRIVE_PARAMS,
+                            device="cpu", progress=False, log=lambda line: None)
+    status = {c.case: (c.status, c.error) for c in report.cases}
+    assert status["photo"][0] == "ok"
+    assert status["gray"][0] == "failed" and "1 channel(s); the model expects 2D x 3" in status["gray"][1]
+
+
+def test_shipped_drive_model_on_a_real_image(tmp_path: Path, shared_data: Path) -> None:
+    image = shared_data / "drive" / "training" / "images" / "21_training.tif"
+    if not image.is_file():
+        pytest.skip("DRIVE data not found")
+    report = predict_folder(image, tmp_path / "out", checkpoint=REPO_ROOT / "checkpoints" / "drive_kmunet.pt",
+                            device="cpu", progress=False)
+    assert report.exit_code == 0 and report.cases[0].warning == ""
+    mask = np.asarray(Image.open(tmp_path / "out" / "21_training.png")) > 127
+    manual = np.asarray(Image.open(shared_data / "drive" / "training" / "1st_manual" / "21_manual1.gif")) > 127
+    fov = np.asarray(Image.open(shared_data / "drive" / "training" / "mask" / "21_training_mask.gif")) > 0
+    tp = (mask & manual & fov).sum()
+    f1 = 2 * tp / ((mask & fov).sum() + (manual & fov).sum())
+    assert f1 > 0.75  # a training image of the shipped model: a geometry check, not a benchmark
