@@ -210,6 +210,8 @@ def discover_cases(
     skipped: list[tuple[Path, str]] = []
     series: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
     for path in candidates:
+        if single_dicom and path != root and (is_nifti(path) or is_raster(path)):
+            continue  # one DICOM file asked for: only its series, not the other images of its folder
         if path.name.startswith("."):
             skipped.append((path, "hidden file"))
             continue

@@ -312,7 +312,7 @@ def _carry_over(report: PredictReport, out: Path) -> list[CaseResult]:
     for res in report.cases:
         seen.add(res.case)
         old = earlier.get(res.case)
-        if res.status == "exists" and old and old.get("status") == "ok" and old.get("input") == res.input:
+        if res.status == "exists" and old and old.get("status") in ("ok", "exists") and old.get("input") == res.input:
             for key in ("shape", "spacing", "volumes_mm3", "seconds", "probabilities", "png", "output"):
                 if key in old:
                     setattr(res, key, old[key])
@@ -458,7 +458,8 @@ def predict_folder(
         written: list[Path] = []
         try:
             if fmt == "dicom-seg" and case.kind != "dicom":
-                emit(f"note: {case.path}: DICOM-SEG needs a DICOM series input; writing NIfTI")
+                emit(f"note: {case.path}: DICOM-SEG needs a DICOM series input; writing "
+                     f"{'a PNG' if case.kind == 'raster' else 'NIfTI'}")
             wanted = [target]
             wanted += [out / f"{case.name}_probabilities.nii.gz"] if save_probabilities else []
             wanted += [out / f"{case.name}.png"] if png and dims == 3 else []  # overlays are 3D only
@@ -470,7 +471,7 @@ def predict_folder(
                 report.cases.append(res)
                 continue
             image = load_case(case, dims, chans)
-            zooms = np.sqrt((image.affine[:3, :3] ** 2).sum(0))
+            zooms = np.sqrt((image.affine[:3, :3] ** 2).sum(0))[: len(image.spatial_shape)]  # 2D: two axes
             res.shape = [int(s) for s in image.spatial_shape]
             res.spacing = [float(z) for z in zooms]
             res.warning = domain_warning(loaded.data_summary, res.spacing, res.shape)
@@ -490,7 +491,7 @@ def predict_folder(
                 write_dicom_seg(target, mask, case.files, names)
                 written.append(target)
             else:
-                write_like_input(target, mask, image, np.uint8)
+                write_like_input(target, mask, image, np.uint8, num_classes=probs.shape[0])
                 written.append(target)
             res.output = str(target)
             if save_probabilities:
@@ -542,7 +543,7 @@ def _merge_rank_reports(report: PredictReport, out: Path, rank: int, world: int)
         dist.barrier()
         if rank == 0:
             merged = PredictReport(report.input, report.output_dir, report.checkpoint,
-                                   skipped=list(report.skipped), errors=list(report.errors))
+                                   skipped=list(report.skipped), errors=list(report.errors), settings=dict(report.settings))
             for r in range(world):
                 data = json.loads((out / f"predict_report.rank{r}.json").read_text(encoding="utf-8"))
                 merged.cases += [CaseResult(**c) for c in data["cases"]]

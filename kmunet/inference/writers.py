@@ -61,20 +61,23 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 
 def write_like_input(
-    path: str | Path, data: np.ndarray, reference: LoadedImage, dtype: Any = np.uint8
+    path: str | Path, data: np.ndarray, reference: LoadedImage, dtype: Any = np.uint8,
+    num_classes: int | None = None,
 ) -> Path:
     """Write ``data`` (``(x, y, z)`` or ``(x, y, z, C)``) as NIfTI on the input's exact grid.
 
     NIfTI inputs: the input header is copied (affine, sform/qform and their codes, pixdim, units);
     only data type and scaling change. DICOM inputs: written by SimpleITK with the origin, spacing
-    and direction of the series as read by ``ImageSeriesReader``.
+    and direction of the series as read by ``ImageSeriesReader``. Raster inputs: a label image
+    ``(rows, columns)`` becomes a PNG of the same size, 0 / 255 when ``num_classes == 2`` (the model
+    is binary), class indices otherwise; other arrays a NIfTI on the pixel grid.
     """
     path = Path(path)
     data = np.asarray(data).astype(dtype, copy=False)
     if tuple(data.shape[: len(reference.spatial_shape)]) != tuple(reference.spatial_shape):
         raise ValueError(f"{path.name}: array shape {list(data.shape)} differs from input {list(reference.spatial_shape)}")
     if reference.raster and data.ndim == 2:
-        return _write_raster_mask(path, data)
+        return _write_raster_mask(path, data, binary=num_classes == 2)
     with atomic_path(path) as tmp:
         if reference.raster:  # probabilities of a raster input: NIfTI on its pixel grid (identity affine)
             import nibabel as nib
@@ -110,12 +113,12 @@ def write_like_input(
     return path
 
 
-def _write_raster_mask(path: Path, mask: np.ndarray) -> Path:
+def _write_raster_mask(path: Path, mask: np.ndarray, binary: bool) -> Path:
     """A label image of a raster input as an 8-bit PNG of the same size (binary: 0 / 255, else indices)."""
     from PIL import Image
 
     labels = np.asarray(mask).astype(np.uint8)
-    if labels.max(initial=0) <= 1:
+    if binary:
         labels = labels * np.uint8(255)  # like DRIVE's own 0/255 vessel masks: viewable as is
     with atomic_path(path) as tmp:
         Image.fromarray(labels).save(str(tmp), format="PNG")

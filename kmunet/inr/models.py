@@ -126,6 +126,8 @@ class CoordinateNet(nn.Module):
         """Check ``(..., in_features)`` and return the coordinates in the model's floating dtype."""
         if coords.dim() < 1 or coords.shape[-1] != self.in_features:
             raise ValueError(f"{type(self).__name__} expects coordinates (..., {self.in_features}), got shape {tuple(coords.shape)}")
+        if coords.is_complex() or coords.dtype == torch.bool:
+            raise TypeError(f"{type(self).__name__} expects real coordinates, got dtype {coords.dtype}")
         param = next(self.parameters(), None)
         return coords.to(param.dtype) if param is not None and coords.dtype != param.dtype else coords
 

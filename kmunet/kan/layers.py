@@ -40,7 +40,7 @@ NUM_ACTIVATION_SAMPLES = 64
 REFIT_POINTS = 2048
 
 
-def _is_int(value: object) -> bool:
+def is_integer(value: object) -> bool:
     """A Python or NumPy integer (not a bool): what ``operator.index`` accepts."""
     if isinstance(value, bool):
         return False
@@ -52,7 +52,7 @@ def _is_int(value: object) -> bool:
 
 
 def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
-    if not _is_int(value) or int(value) < minimum:
+    if not is_integer(value) or int(value) < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
@@ -297,7 +297,7 @@ class _KANLayer(nn.Module):
         width = (hi - lo).clamp_min(1e-3)
         centre = (hi + lo) / 2
         lo, hi = centre - width * (0.5 + margin), centre + width * (0.5 + margin)
-        pos = torch.linspace(0, ordered.shape[0] - 1, gsize + 1, device=x.device).round().long()
+        pos = torch.linspace(0, ordered.shape[0] - 1, gsize + 1, device=x.device, dtype=torch.float64).round().long()
         adaptive = ordered[pos].t()  # (in, G + 1)
         adaptive[:, 0], adaptive[:, -1] = lo, hi
         steps = torch.linspace(0, 1, gsize + 1, device=x.device, dtype=lo.dtype)
@@ -307,7 +307,7 @@ class _KANLayer(nn.Module):
         if ordered.shape[0] > REFIT_POINTS:
             # Refit on evenly spaced order statistics of each channel: distributed like the samples, but
             # bounded (all n samples of a 3D batch would evaluate every edge n times: minutes, gigabytes).
-            pick = torch.linspace(0, ordered.shape[0] - 1, REFIT_POINTS, device=x.device).round().long()
+            pick = torch.linspace(0, ordered.shape[0] - 1, REFIT_POINTS, device=x.device, dtype=torch.float64).round().long()
             samples = ordered[pick]  # (REFIT_POINTS, in), column c = quantiles of channel c
         self._refit(self._extend_knots(interior), samples)
 
@@ -424,13 +424,13 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 def _ntuple(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
-    if _is_int(value):
+    if is_integer(value):
         out: tuple = (value,) * n
     elif isinstance(value, Sequence) and not isinstance(value, str):
         out = tuple(value)
     else:
         raise ValueError(f"{name} must be a non-negative int or {n} of them, got {value!r}")
-    if len(out) != n or any(not _is_int(v) or int(v) < 0 for v in out):
+    if len(out) != n or any(not is_integer(v) or int(v) < 0 for v in out):
         raise ValueError(f"{name} must be a non-negative int or {n} of them, got {value!r}")
     return tuple(int(v) for v in out)
 

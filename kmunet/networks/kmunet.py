@@ -19,6 +19,7 @@ from torch import Tensor
 
 from kmunet.config import KANConfig
 from kmunet.kan import KANConv
+from kmunet.kan.layers import is_integer
 
 __all__ = ["KMUNet", "KANResBlock", "make_norm", "NORMS"]
 
@@ -119,12 +120,14 @@ class KMUNet(nn.Module):
         if spatial_dims not in _CONV:
             raise ValueError(f"spatial_dims must be one of {sorted(_CONV)}, got {spatial_dims!r}")
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_integer(value) or int(value) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(kernel_size, int) or isinstance(kernel_size, bool):
+        if not is_integer(kernel_size):
             raise TypeError(f"kernel_size must be one odd integer for every axis, got {kernel_size!r}")
-        if any(not isinstance(s, int) or isinstance(s, bool) for s in strides):
+        if any(not is_integer(s) for s in strides):
             raise TypeError(f"strides must be one integer per level (the same on every axis), got {tuple(strides)!r}")
+        in_channels, out_channels, kernel_size = int(in_channels), int(out_channels), int(kernel_size)
+        strides = tuple(int(s) for s in strides)
         if not isinstance(kan, KANConfig):
             raise TypeError(f"kan must be a kmunet.config.KANConfig, got {type(kan).__name__}"
                             " (e.g. KANConfig(grid_size=3))")

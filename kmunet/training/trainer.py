@@ -537,7 +537,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             history=history,
         )
     except BaseException:
-        if is_main and fresh_output and output.is_dir() and not (output / "last.pt").exists():
+        if is_main and fresh_output and output.is_dir() and not any((output / n).exists() for n in ("last.pt", "best.pt")):
             shutil.rmtree(output, ignore_errors=True)  # e.g. only the generated synthetic data/ folder
         raise
     finally:

@@ -78,3 +78,29 @@ def test_shipped_drive_model_on_a_real_image(tmp_path: Path, shared_data: Path) 
     tp = (mask & manual & fov).sum()
     f1 = 2 * tp / ((mask & fov).sum() + (manual & fov).sum())
     assert f1 > 0.75  # a training image of the shipped model: a geometry check, not a benchmark
+
+
+def test_raster_mask_encoding_follows_the_model_not_the_image(tmp_path: Path) -> None:
+    from kmunet.inference.cases import LoadedImage
+    from kmunet.inference.writers import write_like_input
+
+    ref = LoadedImage(np.zeros((1, 4, 5), np.float32), np.eye(4), (4, 5), raster=True)
+    mask = np.zeros((4, 5), np.uint8)
+    mask[1, 1] = 1
+    write_like_input(tmp_path / "binary.png", mask, ref, num_classes=2)
+    write_like_input(tmp_path / "three.png", mask, ref, num_classes=3)  # only classes 0 and 1 present
+    assert set(np.unique(np.asarray(Image.open(tmp_path / "binary.png")))) == {0, 255}
+    assert set(np.unique(np.asarray(Image.open(tmp_path / "three.png")))) == {0, 1}
+
+
+def test_2d_domain_warning_uses_two_axes(tmp_path: Path) -> None:
+    from kmunet.inference.predict import LoadedModel  # noqa: F401 - the summary travels in checkpoints
+
+    big = tmp_path / "in"
+    big.mkdir()
+    Image.fromarray(np.zeros((40, 2000, 3), np.uint8)).save(big / "wide.png")
+    ckpt = REPO_ROOT / "checkpoints" / "drive_kmunet.pt"
+    report = predict_folder(big, tmp_path / "out", checkpoint=ckpt, device="cpu", progress=False,
+                            log=lambda line: None, sw_batch_size=8)
+    assert report.cases[0].spacing == [1.0, 1.0]
+    assert "field of view" in report.cases[0].warning

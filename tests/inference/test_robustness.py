@@ -220,7 +220,17 @@ def test_rerun_keeps_one_report_for_every_mask(tmp_path: Path) -> None:
     assert "b.nii.gz" in (out / "predict_report.csv").read_text()
     (out / "b.nii.gz").unlink()  # a mask deleted since is no longer reported
     _predict(inp, out)
-    assert "b" not in {c["case"] for c in json.loads((out / "predict_report.json").read_text())["cases"]}
+    third = json.loads((out / "predict_report.json").read_text())
+    assert "b" not in {c["case"] for c in third["cases"]}
+    assert {c["case"]: c["volumes_mm3"] for c in third["cases"]}["a"] == volumes["a"]  # still kept on a third run
+
+
+def test_one_dicom_file_takes_only_its_series(tmp_path: Path, hcrop_series: Path) -> None:
+    inp = tmp_path / "in"
+    shutil.copytree(hcrop_series, inp)
+    save_nifti(inp / "other.nii.gz", make_volume(), np.eye(4))  # another image in the same folder
+    cases, _ = discover_cases(inp / "1.dcm")
+    assert [c.kind for c in cases] == ["dicom"]
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True])

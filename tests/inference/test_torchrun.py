@@ -34,4 +34,5 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
     assert sorted(len(r["cases"]) for r in ranks) == [1, 2]
     merged = json.loads((tmp_path / "out" / "predict_report.json").read_text())
     assert [c["case"] for c in merged["cases"]] == ["c0", "c1", "c2"] and merged["n_ok"] == 3
+    assert merged["settings"]["kmunet_version"] and merged["settings"]["device"] == "cpu"  # kept by the merge
     assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["c0.nii.gz", "c1.nii.gz", "c2.nii.gz"]

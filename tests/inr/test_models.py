@@ -160,3 +160,9 @@ def test_coordinates_of_another_float_dtype_are_cast(name: str) -> None:
     torch.testing.assert_close(model(coords), model(coords.float()))
     wide = build_inr(name, 2, 1, hidden_features=8, hidden_layers=1, seed=0, dtype=torch.float64)
     assert wide(coords.float()).dtype == torch.float64
+
+
+def test_complex_coordinates_are_refused() -> None:
+    model = build_inr("siren", 2, 1, hidden_features=8, hidden_layers=1, seed=0)
+    with pytest.raises(TypeError, match="real coordinates"):
+        model(torch.zeros(3, 2, dtype=torch.complex64))

@@ -113,3 +113,10 @@ def test_too_small_input_is_named() -> None:
     assert net(torch.randn(1, 1, 9, 8, 8)).shape == (1, 2, 9, 8, 8)
     with pytest.raises(ValueError, match="spatial_dims must be 1, 2 or 3"):
         build_network(NetworkConfig(name="unet", spatial_dims=4))
+
+
+def test_numpy_integer_arguments_are_accepted() -> None:
+    import numpy as np
+
+    net = KMUNet(2, np.int64(1), np.int64(2), channels=(4, 8), strides=(np.int64(2),), kernel_size=np.int64(3))
+    assert net(torch.randn(1, 1, 8, 8)).shape == (1, 2, 8, 8)
