@@ -30,11 +30,15 @@ def cache_dir_for(config: ExperimentConfig) -> Path:
     return base / digest
 
 
-def make_dataset(items: Sequence[dict[str, Any]], transform: Compose, config: ExperimentConfig) -> Dataset:
+def make_dataset(items: Sequence[dict[str, Any]], transform: Compose, config: ExperimentConfig,
+                 role: str = "train") -> Dataset:
     """Wrap ``items`` in the dataset class selected by ``data.cache``.
 
     ``"memory"`` = ``CacheDataset`` (deterministic prefix cached in RAM), ``"disk"`` =
-    ``PersistentDataset`` under :func:`cache_dir_for`, ``"none"`` = plain ``Dataset``.
+    ``PersistentDataset`` under :func:`cache_dir_for` ``/ role``, ``"none"`` = plain ``Dataset``.
+    ``role`` (``"train"`` or ``"val"``) keeps one cache per pipeline: MONAI names a cached item by the
+    item alone, so a case that is a training case in one fold and a validation case in another must
+    not find the other pipeline's output.
 
     Raises:
         ValueError: unknown cache mode (lists the valid ones).
@@ -43,7 +47,9 @@ def make_dataset(items: Sequence[dict[str, Any]], transform: Compose, config: Ex
     if mode == "memory":
         return CacheDataset(list(items), transform, num_workers=max(config.data.num_workers, 1), progress=False)
     if mode == "disk":
-        folder = cache_dir_for(config)
+        if role not in ("train", "val"):
+            raise ValueError(f"unknown dataset role {role!r}; valid: ['train', 'val']")
+        folder = cache_dir_for(config) / role
         folder.mkdir(parents=True, exist_ok=True)
         return PersistentDataset(list(items), transform, cache_dir=folder)
     if mode == "none":
@@ -60,7 +66,7 @@ def _val_dataset(val_cases: list[dict[str, Any]], config: ExperimentConfig, para
     with_fov = bool(val_cases) and all("fov" in c for c in val_cases) and params["layout"] == "drive"
     val_keys = ("image", "label", "fov") if with_fov else ("image", "label")
     val_tf = build_val_transforms(config, with_fov=with_fov)
-    return make_dataset([_item(c, val_keys) for c in val_cases], val_tf, config)
+    return make_dataset([_item(c, val_keys) for c in val_cases], val_tf, config, role="val")
 
 
 #: Valid ``split`` values of :func:`build_val_loader`.
@@ -149,7 +155,7 @@ def build_dataloaders(
         raise ValueError(f"no labelled training case among {len(cases)} cases")
     train_tf = build_train_transforms(config)
     train_tf.set_random_state(seed=config.train.seed + rank)
-    train_ds = make_dataset([_item(c, ("image", "label")) for c in train_cases], train_tf, config)
+    train_ds = make_dataset([_item(c, ("image", "label")) for c in train_cases], train_tf, config, role="train")
     val_ds = _val_dataset(val_cases, config, params)
 
     workers = config.data.num_workers

@@ -124,8 +124,11 @@ def check_data_config(config: ExperimentConfig) -> None:
             f"data.image_key_channels={d.image_key_channels} differs from network.in_channels="
             f"{config.network.in_channels}; set both to the number of image channels"
         )
-    if dims == 3 and len(d.orientation) != 3:
-        raise ValueError(f"data.orientation must be 3 axis codes such as 'RAS', got {d.orientation!r}")
+    if dims == 3 and (len(d.orientation) != 3
+                      or sorted({"L": 0, "R": 0, "A": 1, "P": 1, "S": 2, "I": 2}.get(c, -1) for c in str(d.orientation))
+                      != [0, 1, 2]):
+        raise ValueError(f"data.orientation must be 3 upper-case axis codes, one of L/R, A/P and S/I each (such as 'RAS' "
+                         f"or 'LPS'), got {d.orientation!r}")
 
 
 def preprocessing_params(config: ExperimentConfig) -> dict[str, Any]:

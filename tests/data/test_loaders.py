@@ -46,7 +46,25 @@ def test_cache_modes_give_the_same_validation_items(synth3d: Path, tmp_path: Pat
     assert torch.equal(got["image"].as_tensor(), ref["image"].as_tensor())
     if cache == "disk":
         folder = cache_dir_for(cfg)
-        assert folder.parent == tmp_path / "cache" and any(folder.iterdir())
+        assert folder.parent == tmp_path / "cache" and any((folder / "val").iterdir())
+
+
+def test_disk_cache_keeps_training_and_validation_items_apart(synth3d: Path, tmp_path: Path) -> None:
+    # a case that trains in fold 0 and validates in fold 1 must not get fold 0's padded training item
+    cfg = make_config(synth3d, cache="disk", cache_dir=str(tmp_path / "cache"), num_folds=3, fold=0,
+                      patch_size=[32, 32, 32])
+    train0, _, info0 = build_dataloaders(cfg)
+    for _ in train0:  # fills the training cache (the deterministic prefix: preprocessing + padding)
+        pass
+    _, val1, info1 = build_dataloaders(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=1)))
+    assert set(info1["val_names"]) & set(info0["train_names"])
+    for item in val1:
+        assert item["image"].shape == (1, 1, 20, 24, 28) and hasattr(item["image"], "affine")
+        assert item["label"].dtype == torch.int64
+    with pytest.raises(ValueError, match="role"):
+        from kmunet.data.loaders import make_dataset
+
+        make_dataset([], None, cfg, role="test")
 
 
 def test_distributed_sampling_partitions_cases(synth3d: Path) -> None:

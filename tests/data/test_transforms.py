@@ -203,6 +203,9 @@ def test_wrong_channel_count_is_reported(synth3d: Path) -> None:
         ({"pos_fraction": 1.5}, "pos_fraction"),
         ({"image_key_channels": 3}, "in_channels"),
         ({"target_spacing": [1.0, 1.0]}, "target_spacing"),
+        ({"orientation": "XYZ"}, "orientation"),
+        ({"orientation": "RRS"}, "orientation"),
+        ({"orientation": "ras"}, "upper-case"),
     ],
 )
 def test_bad_data_settings_raise(synth3d: Path, override: dict, match: str) -> None:
