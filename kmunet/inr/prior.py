@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -137,6 +138,8 @@ def load_resampler(path: str | Path, device: str | torch.device = "cpu") -> Resa
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prior model not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ValueError(f"{path}: not a PyTorch checkpoint file (truncated, or another kind of file)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file

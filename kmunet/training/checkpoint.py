@@ -71,7 +71,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: not a loadable kmunet checkpoint ({first_line})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a kmunet checkpoint (missing format={CHECKPOINT_FORMAT!r})")
+        hint = ""
+        if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict) and "resampler" in str(ckpt["config"].get("format", "")):
+            hint = "; it is a learned resampler: use it with kmunet resample --prior"
+        raise ValueError(f"{path}: not a kmunet segmentation checkpoint (missing format={CHECKPOINT_FORMAT!r}){hint}")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format {ckpt['format_version']} is newer than this kmunet supports")
     for key in ("state_dict", "config"):

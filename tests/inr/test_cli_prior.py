@@ -266,3 +266,15 @@ def test_resample_cli_prior_plus_inr(tmp_path, tiny_prior) -> None:
     expected = resampled_grid(grid_from_image(img), factor=2, axis=2)
     assert res.shape == expected.shape and np.isfinite(np.asarray(res.dataobj)).all()
     np.testing.assert_allclose(res.affine, expected.affine, atol=1e-5)
+
+
+def test_wrong_files_as_prior_or_checkpoint_are_named(tmp_path) -> None:
+    from kmunet.training import load_checkpoint
+    from tests.conftest import REPO_ROOT
+
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="notes.pt: not a PyTorch checkpoint file"):
+        load_resampler(text)
+    with pytest.raises(ValueError, match="it is a learned resampler: use it with kmunet resample --prior"):
+        load_checkpoint(REPO_ROOT / "checkpoints" / "resampler_hippocampus.pt")

@@ -237,7 +237,7 @@ def test_crafted_checkpoint_cannot_run_code(tmp_path: Path) -> None:
         load_checkpoint(path)
     assert not (tmp_path / "pwned").exists()
     save_checkpoint({"format": "other"}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a kmunet checkpoint"):
+    with pytest.raises(ValueError, match="not a kmunet segmentation checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
 
 
