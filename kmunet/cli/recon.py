@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from kmunet.inference.writers import atomic_path, write_text_atomic
+    from kmunet.inference.writers import atomic_path, check_output_file, write_text_atomic
     from kmunet.mri.coils import estimate_sensitivities
     from kmunet.mri.cs import fit_intensity
     from kmunet.mri.io import load_kspace, simulate_kspace
@@ -90,10 +90,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if not out.name.lower().endswith((".nii", ".nii.gz")):
         raise ValueError(f"{out}: output must end in .nii or .nii.gz")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"{out.parent}: output folder does not exist")
-    if args.metrics_json and not Path(args.metrics_json).parent.is_dir():
-        raise FileNotFoundError(f"{Path(args.metrics_json).parent}: folder of --metrics-json does not exist")
+    check_output_file(out)  # both outputs are checked before minutes of fitting
+    if args.metrics_json:
+        check_output_file(args.metrics_json)
     if args.iterations is not None and args.iterations < 1:
         raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
     if args.omega_0 is not None and (args.method != "inr" or args.inr != "siren"):

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     import nibabel as nib
 
-    from kmunet.inference.writers import atomic_path
+    from kmunet.inference.writers import atomic_path, check_output_file
     from kmunet.inr.resample import resample_plane, resample_volume
 
     if (args.plane is None) != (args.plane_size is None):
@@ -74,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if not (output.name.endswith(".nii") or output.name.endswith(".nii.gz")):
         raise ValueError(f"--output must end in .nii or .nii.gz, got {output}")
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"output folder not found: {output.parent}")
+    check_output_file(output)  # before the fit, not after
     common = dict(method=args.method, inr=args.inr, iterations=args.iterations, device=args.device, seed=args.seed,
                   prior=args.prior, progress=args.progress)
     if args.plane is not None:

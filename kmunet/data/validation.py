@@ -150,6 +150,13 @@ def domain_warning(data_summary: dict[str, Any] | None, spacing: Any, shape: Any
     return "unlike the training data (" + "; ".join(problems) + "): the mask may be unreliable"
 
 
+def _per_axis_range(rows: list[tuple]) -> tuple[list, list]:
+    """Per-axis minimum and maximum of equal-length tuples; empty lists when there are none or lengths differ."""
+    if not rows or len(set(map(len, rows))) != 1:
+        return [], []
+    return np.min(rows, axis=0).tolist(), np.max(rows, axis=0).tolist()
+
+
 def _fmt(values: np.ndarray) -> str:
     return "x".join(f"{float(v):.3g}" for v in values)
 
@@ -285,16 +292,18 @@ def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_case
                         report.add("fatal", fov, f"FOV mask shape {tuple(fov_arr.shape[1:])} != image shape {spatial}")
                 except Exception as err:  # noqa: BLE001
                     report.add("fatal", fov, f"cannot read FOV mask: {err}")
+    shape_min, shape_max = _per_axis_range(shape_arr)
+    spacing_min, spacing_max = _per_axis_range(spacing_arr)
     report.summary = {
         "n_labelled": n_labelled,
         "channels": dict(channels),
         "spacings": {str(k): v for k, v in spacings.most_common()},
         "orientations": dict(orientations.most_common()),
-        "shape_min": list(np.min(shape_arr, axis=0).tolist()) if shape_arr and len(set(map(len, shape_arr))) == 1 else [],
-        "shape_max": list(np.max(shape_arr, axis=0).tolist()) if shape_arr and len(set(map(len, shape_arr))) == 1 else [],
+        "shape_min": shape_min,
+        "shape_max": shape_max,
         "shapes": {str(k): v for k, v in shapes.most_common(10)},
-        "spacing_min": list(np.min(spacing_arr, axis=0).tolist()) if spacing_arr and len(set(map(len, spacing_arr))) == 1 else [],
-        "spacing_max": list(np.max(spacing_arr, axis=0).tolist()) if spacing_arr and len(set(map(len, spacing_arr))) == 1 else [],
+        "spacing_min": spacing_min,
+        "spacing_max": spacing_max,
         "label_values": dict(sorted(label_values.items())),
         "empty_labels": empty,
         "intensity_min": lo if np.isfinite(lo) else None,

@@ -307,7 +307,7 @@ def _carry_over(report: PredictReport, out: Path) -> list[CaseResult]:
         earlier = {str(c["case"]): c for c in earlier if isinstance(c, dict) and "case" in c}
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    fields = {f for f in CaseResult.__dataclass_fields__}
+    fields = set(CaseResult.__dataclass_fields__)
     seen = set()
     for res in report.cases:
         seen.add(res.case)

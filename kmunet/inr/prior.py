@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -135,15 +134,10 @@ def load_resampler(path: str | Path, device: str | torch.device = "cpu") -> Resa
         FileNotFoundError: missing file.
         ValueError: not a resampler checkpoint.
     """
+    from kmunet.training.checkpoint import load_torch_file
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prior model not found: {path}")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
-        raise ValueError(f"{path}: not a PyTorch checkpoint file (truncated, or another kind of file)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ValueError(f"cannot read prior model {path}: {err}") from None
+    ckpt = load_torch_file(path, "cpu", "prior model")
     if not isinstance(ckpt, dict) or ckpt.get("config", {}).get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a kmunet resampler checkpoint (format {CHECKPOINT_FORMAT})")
     cfg = ckpt["config"]

@@ -53,6 +53,27 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> Path:
     return path
 
 
+def load_torch_file(path: str | Path, map_location: str | torch.device = "cpu", what: str = "kmunet checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` (no code can run) with one-line errors naming the file.
+
+    Shared by every kmunet checkpoint reader (segmentation models, the learned resampler).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not a PyTorch file, or one ``weights_only`` refuses (``what`` names the expected kind).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not a checkpoint
+        raise ValueError(f"{path}: not a PyTorch checkpoint file (truncated, or another kind of file)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle errors, truncated files, disallowed globals
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a loadable {what} ({first_line})") from None
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a kmunet checkpoint with ``torch.load(weights_only=True)`` (no code can run).
 
@@ -60,19 +81,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         FileNotFoundError: the file does not exist.
         ValueError: the file is not a readable kmunet checkpoint (the message names the file).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not a checkpoint
-        raise ValueError(f"{path}: not a PyTorch checkpoint file (truncated, or another kind of file)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # pickle errors, truncated files, disallowed globals
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: not a loadable kmunet checkpoint ({first_line})") from None
+    ckpt = load_torch_file(path, map_location, "kmunet checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        from kmunet.inr.prior import CHECKPOINT_FORMAT as RESAMPLER_FORMAT
+
         hint = ""
-        if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict) and "resampler" in str(ckpt["config"].get("format", "")):
+        if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict) and ckpt["config"].get("format") == RESAMPLER_FORMAT:
             hint = "; it is a learned resampler: use it with kmunet resample --prior"
         raise ValueError(f"{path}: not a kmunet segmentation checkpoint (missing format={CHECKPOINT_FORMAT!r}){hint}")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
