@@ -20,9 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--input", required=True, help="NIfTI file, DICOM file or folder (searched recursively)")
     parser.add_argument("--output", required=True, help="output folder (masks, predict_report.json/.csv)")
-    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
+    parser.add_argument("--checkpoint", nargs="+", default=[str(DEFAULT_CHECKPOINT)],
                         help=f"kmunet checkpoint (.pt; default {DEFAULT_CHECKPOINT}, the shipped hippocampus model, "
-                             "found from any working directory)")
+                             "found from any working directory); several: an ensemble (softmax averaged)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run the network")
     parser.add_argument("--format", dest="fmt", default="nifti", choices=["nifti", "dicom-seg"],
                         help="mask format (dicom-seg for DICOM inputs; NIfTI inputs still get NIfTI)")

@@ -90,7 +90,8 @@ class PredictReport:
     Attributes:
         input: the input path.
         output_dir: the output folder.
-        checkpoint: checkpoint used (``""`` for an injected predictor).
+        checkpoint: checkpoint used (the first member of an ensemble, all of them in
+            ``settings["ensemble"]``; ``""`` for an injected predictor).
         cases: one result per case handled by this process.
         skipped: ``(file, reason)`` for files that are not images.
         errors: batch-level problems (e.g. nothing to predict).
@@ -171,22 +172,24 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
     return path.resolve()
 
 
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(checkpoint: str | Path | Sequence[str | Path], device: str | torch.device = "cpu") -> LoadedModel:
     """Load a kmunet checkpoint safely (``torch.load(weights_only=True)``) and rebuild its network.
+
+    Several checkpoints make an ensemble (:class:`~kmunet.networks.ProbabilityEnsemble`: their softmax
+    probabilities averaged); they must share preprocessing and classes. The sliding-window settings and
+    the training-data summary are the first one's.
 
     Raises:
         FileNotFoundError: no such checkpoint.
-        ValueError: not a loadable kmunet checkpoint (e.g. a pickle that would run code).
+        ValueError: not a loadable kmunet checkpoint (e.g. a pickle that would run code), or ensemble
+            members that disagree.
     """
     from kmunet.data import preprocessing_params
-    from kmunet.training import load_checkpoint, model_from_checkpoint
+    from kmunet.training import models_from_checkpoints
 
     dev = resolve_device(device)
-    ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    try:
-        model, config = model_from_checkpoint(ckpt, device=dev)
-    except (RuntimeError, KeyError, TypeError) as err:
-        raise ValueError(f"{checkpoint}: weights do not match the stored network config ({str(err).splitlines()[0]})") from None
+    model, config, ckpts = models_from_checkpoints(checkpoint, device=dev)
+    ckpt = ckpts[0]
     params = dict(ckpt.get("preprocessing") or preprocessing_params(config))
     params.setdefault("mirror_axes", [int(a) for a in config.data.flip_axes])  # older checkpoints did not store it
     names = list(ckpt.get("class_names") or params.get("class_names") or config.data.class_names)
@@ -343,7 +346,7 @@ def _write_reports(report: PredictReport, out: Path, suffix: str) -> None:
 def predict_folder(
     input_path: str | Path,
     output_dir: str | Path,
-    checkpoint: str | Path | None = DEFAULT_CHECKPOINT,
+    checkpoint: str | Path | Sequence[str | Path] | None = DEFAULT_CHECKPOINT,
     *,
     device: str | torch.device | None = "auto",
     fmt: str = "nifti",
@@ -365,7 +368,8 @@ def predict_folder(
     Args:
         input_path: a NIfTI file, a DICOM file (its series) or a folder searched recursively.
         output_dir: where ``<case>.nii.gz`` (or ``<case>_seg.dcm``) and the reports go.
-        checkpoint: kmunet checkpoint (ignored when ``predictor`` is given).
+        checkpoint: kmunet checkpoint, or several to ensemble (softmax averaged; they must share
+            preprocessing and classes); ignored when ``predictor`` is given.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         fmt: ``"nifti"`` or ``"dicom-seg"`` (DICOM inputs; NIfTI inputs still get NIfTI masks).
         save_probabilities: also write ``<case>_probabilities.nii.gz`` (softmax, ``(x, y, z, K)``).
@@ -413,8 +417,9 @@ def predict_folder(
     if predictor is None:
         if checkpoint is None:
             raise ValueError("give a checkpoint or a predictor")
-        checkpoint = resolve_checkpoint(checkpoint)
-        loaded = load_model(checkpoint, dev)
+        members = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+        members = [resolve_checkpoint(c) for c in members]
+        loaded = load_model(members, dev)
     else:
         if preprocessing is None:
             raise ValueError("an injected predictor needs its preprocessing params")
@@ -439,11 +444,13 @@ def predict_folder(
     cases, rank, world = _shard(all_cases)
     from kmunet import __version__
 
-    report = PredictReport(str(src), str(out), "" if predictor is not None else str(checkpoint),
+    report = PredictReport(str(src), str(out), "" if predictor is not None else str(members[0]),
                            skipped=[(str(f), r) for f, r in skipped],
                            settings={"kmunet_version": __version__, "device": str(dev), "format": fmt,
                                      "sw_batch_size": sw, "overlap": ov, "tta": bool(tta),
                                      "mirror_axes": mirror_axes, "overwrite": bool(overwrite)})
+    if predictor is None and len(members) > 1:
+        report.settings["ensemble"] = [str(m) for m in members]
     if not all_cases:
         msg = f"{src}: no NIfTI files or DICOM series found" + (" (nor 2D raster images)" if dims == 2 else "")
         report.errors.append(msg)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch.nn as nn
 
 from kmunet.config import NetworkConfig
+from kmunet.networks.ensemble import ProbabilityEnsemble
 from kmunet.networks.kmunet import KANResBlock, KMUNet
 
-__all__ = ["KMUNet", "KANResBlock", "build_network", "count_parameters", "NETWORKS"]
+__all__ = ["KMUNet", "KANResBlock", "ProbabilityEnsemble", "build_network", "count_parameters", "NETWORKS"]
 
 #: Valid ``network.name`` values.
 NETWORKS = ("kmunet", "unet")

@@ -16,7 +16,7 @@ import os
 import random
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "model_from_checkpoint",
+    "models_from_checkpoints",
     "init_weights_from",
     "rng_state",
     "set_rng_state",
@@ -116,6 +117,72 @@ def model_from_checkpoint(
     model = build_network(config.network)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), config
+
+
+#: ``data`` settings that define the train/validation split: ensemble members scored together on a
+#: validation split must agree on them (else one member's training cases are another's validation cases).
+SPLIT_KEYS: tuple[str, ...] = ("layout", "seed", "val_fraction", "num_folds", "fold")
+
+
+def models_from_checkpoints(
+    checkpoints: str | Path | Sequence[str | Path],
+    device: str | torch.device = "cpu",
+    *,
+    same_split: bool = False,
+) -> tuple[nn.Module, ExperimentConfig, list[dict[str, Any]]]:
+    """One network, or the :class:`~kmunet.networks.ProbabilityEnsemble` of several, from checkpoints.
+
+    Members must preprocess alike and predict the same classes (their stored ``preprocessing`` and
+    ``class_names`` are equal), so one pipeline feeds them all and their probabilities can be averaged.
+
+    Args:
+        checkpoints: one path, or several (an ensemble, e.g. the models of several folds or seeds).
+        device: where to put the model(s).
+        same_split: also require equal train/validation splits (:data:`SPLIT_KEYS`), as scoring an
+            ensemble on a validation split needs.
+
+    Returns:
+        ``(model, config, ckpts)``: the network (eval mode), the first member's config, and every
+        loaded checkpoint dict in order.
+
+    Raises:
+        FileNotFoundError: a checkpoint does not exist.
+        ValueError: no checkpoint given, an unreadable one, or members that disagree (the message names
+            the file and the settings that differ).
+    """
+    from kmunet.data import preprocessing_params
+    from kmunet.networks import ProbabilityEnsemble
+
+    paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
+    if not paths:
+        raise ValueError("no checkpoint given")
+    ckpts, models, configs = [], [], []
+    for path in paths:
+        ckpt = load_checkpoint(path, map_location="cpu")
+        try:
+            model, config = model_from_checkpoint(ckpt, device=device)
+        except (RuntimeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: weights do not match the stored network config ({str(err).splitlines()[0]})") from None
+        ckpts.append(ckpt)
+        models.append(model)
+        configs.append(config)
+
+    def compared(ckpt: dict[str, Any], config: ExperimentConfig) -> dict[str, Any]:
+        out = dict(ckpt.get("preprocessing") or preprocessing_params(config))
+        out.pop("version", None)
+        out["class_names"] = list(ckpt.get("class_names") or out.get("class_names") or config.data.class_names)
+        if same_split:
+            out.update({f"data.{k}": getattr(config.data, k) for k in SPLIT_KEYS})
+        return out
+
+    first = compared(ckpts[0], configs[0])
+    for path, ckpt, config in zip(paths[1:], ckpts[1:], configs[1:]):
+        other = compared(ckpt, config)
+        differ = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+        if differ:
+            raise ValueError(f"{path}: cannot be ensembled with {paths[0]}: they differ in {', '.join(differ)}")
+    model = models[0] if len(models) == 1 else ProbabilityEnsemble(models).eval()
+    return model, configs[0], ckpts
 
 
 def init_weights_from(model: nn.Module, checkpoint: str | Path, network: NetworkConfig) -> int:

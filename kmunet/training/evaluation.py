@@ -7,11 +7,11 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 
 from kmunet.runtime import resolve_device
-from kmunet.training.checkpoint import load_checkpoint, model_from_checkpoint
+from kmunet.training.checkpoint import models_from_checkpoints
 from kmunet.training.schedule import amp_settings
 from kmunet.training.trainer import evaluate
 
@@ -19,7 +19,7 @@ __all__ = ["evaluate_checkpoint"]
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Sequence[str | Path],
     data: str | Path | None = None,
     *,
     tta: bool = False,
@@ -33,7 +33,9 @@ def evaluate_checkpoint(
     ``val_*`` columns of the run's ``metrics.csv``.
 
     Args:
-        checkpoint: a kmunet checkpoint (``best.pt`` / ``last.pt``).
+        checkpoint: a kmunet checkpoint (``best.pt`` / ``last.pt``), or several trained on the same
+            split (e.g. different seeds): their softmax probabilities are averaged
+            (:class:`~kmunet.networks.ProbabilityEnsemble`).
         data: dataset folder (default: the checkpoint config's ``data.root``).
         tta: average the softmax over mirror images along the axes training flipped
             (``data.flip_axes``), as nnU-Net does; ``2 ** len(flip_axes)`` times the cost.
@@ -42,11 +44,13 @@ def evaluate_checkpoint(
 
     Returns:
         ``{"dice": {class: value}, "mean_dice", ["f1_fov"], "checkpoint", "data", "epoch", "cases",
-        "tta", "mirror_axes", "seconds"}``.
+        "tta", "mirror_axes", "seconds"}``; for several checkpoints ``"checkpoint"`` is the first, and
+        ``"ensemble"`` lists every path and ``"epochs"`` their epochs.
 
     Raises:
         FileNotFoundError: missing checkpoint or data folder.
-        ValueError: unusable checkpoint, no data folder known, or no validation case.
+        ValueError: unusable checkpoint, members with different preprocessing, classes or validation
+            split, no data folder known, or no validation case.
     """
     from kmunet.data.loaders import build_val_loader
     from kmunet.inference.writers import check_output_file
@@ -54,12 +58,12 @@ def evaluate_checkpoint(
     start = time.perf_counter()
     if output is not None:
         check_output_file(output)  # before minutes of inference, not after
-    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
     dev = resolve_device(device)
-    model, config = model_from_checkpoint(ckpt, device=dev)
+    model, config, ckpts = models_from_checkpoints(paths, device=dev, same_split=True)
     root = str(data) if data is not None else config.data.root
     if not root:
-        raise ValueError(f"{checkpoint}: its config has no data.root (synthetic demo data); pass data=DIR")
+        raise ValueError(f"{paths[0]}: its config has no data.root (synthetic demo data); pass data=DIR")
     if not Path(root).is_dir():
         raise FileNotFoundError(f"data folder not found: {root}")
     mismatch = _label_name_mismatch(Path(root), list(config.data.class_names))
@@ -72,9 +76,11 @@ def evaluate_checkpoint(
     metrics = evaluate(model, loader, config, dev, amp_settings(dev, config.train.amp), mirror_axes=mirror_axes)
     result = {
         **metrics,
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(paths[0]),
         "data": root,
-        "epoch": int(ckpt.get("epoch", -1)) + 1,
+        "epoch": int(ckpts[0].get("epoch", -1)) + 1,
+        **({"ensemble": [str(p) for p in paths], "epochs": [int(c.get("epoch", -1)) + 1 for c in ckpts]}
+           if len(paths) > 1 else {}),
         "cases": names,
         "tta": bool(tta),
         "mirror_axes": list(mirror_axes),

@@ -15,7 +15,7 @@ import torch
 
 from kmunet.cli.main import main
 from kmunet.inference import discover_cases, load_model, predict_folder, safe_name
-from tests.inference.conftest import PARAMS, make_volume, save_nifti, threshold_predictor
+from tests.inference.conftest import PARAMS, make_tiny_checkpoint, make_volume, save_nifti, threshold_predictor
 
 
 def _predict(inp: Path, out: Path, **kw: object):
@@ -279,3 +279,22 @@ def test_trailing_singleton_axis_is_segmented_in_the_input_shape(tmp_path: Path)
     save_nifti(plain / "v.nii.gz", make_volume(), affine)
     _predict(plain, tmp_path / "out3d")
     np.testing.assert_array_equal(np.asarray(mask.dataobj)[..., 0], np.asarray(nib.load(str(tmp_path / "out3d" / "v.nii.gz")).dataobj))
+
+
+def test_predict_with_an_ensemble_of_checkpoints(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    save_nifti(inp / "a.nii.gz", make_volume((18, 20, 14)), np.diag([1.0, -1.0, 1.5, 1.0]))
+    single = predict_folder(inp, tmp_path / "one", tiny_checkpoint, device="cpu", progress=False, save_probabilities=True)
+    code = main(["predict", "--input", str(inp), "--output", str(tmp_path / "two"), "--checkpoint", str(tiny_checkpoint),
+                 str(tiny_checkpoint), "--device", "cpu", "--no-progress", "--save-probabilities"])
+    assert code == 0 and single.exit_code == 0
+    report = json.loads((tmp_path / "two" / "predict_report.json").read_text())
+    assert report["settings"]["ensemble"] == [str(tiny_checkpoint.resolve())] * 2
+    p1 = np.asarray(nib.load(str(tmp_path / "one" / "a_probabilities.nii.gz")).dataobj)
+    p2 = np.asarray(nib.load(str(tmp_path / "two" / "a_probabilities.nii.gz")).dataobj)
+    np.testing.assert_allclose(p2, p1, atol=1e-5)  # a model averaged with itself is itself
+
+    renamed = make_tiny_checkpoint(tmp_path / "renamed.pt", {"class_names": ["background", "head", "tail"]})
+    with pytest.raises(ValueError, match=r"renamed.pt: cannot be ensembled .* differ in class_names"):
+        predict_folder(inp, tmp_path / "three", [tiny_checkpoint, renamed], device="cpu", progress=False)

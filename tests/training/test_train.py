@@ -283,3 +283,25 @@ def test_segmentation_sums_match_a_direct_count() -> None:
     p, t = pred2.bool() & inside, label2.bool() & inside
     tp, fp, fn = (p & t).sum().item(), (p & ~t).sum().item(), (~p & t).sum().item()
     assert f1 == pytest.approx(2 * tp / (2 * tp + fp + fn))
+
+
+def test_evaluate_an_ensemble_of_checkpoints(tiny_data: Path, tmp_path: Path) -> None:
+    from kmunet.cli.main import main
+
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, run, "train.epochs=2"))
+    single = evaluate_checkpoint(run / "best.pt")
+    twice = evaluate_checkpoint([run / "best.pt", run / "best.pt"])  # averaging a model with itself changes nothing
+    assert twice["mean_dice"] == pytest.approx(single["mean_dice"], abs=1e-6)
+    assert twice["ensemble"] == [str(run / "best.pt")] * 2 and twice["epochs"] == [single["epoch"]] * 2
+    pair = evaluate_checkpoint([run / "best.pt", run / "last.pt"], tta=True)
+    assert 0.0 <= pair["mean_dice"] <= 1.0 and pair["cases"] == single["cases"]
+    assert main(["evaluate", "--checkpoint", str(run / "best.pt"), str(run / "last.pt")]) == 0
+
+    # A member trained on another split would score on its own training cases: refused.
+    other = load_checkpoint(run / "last.pt")
+    other["config"]["data"]["seed"] = 7
+    save_checkpoint(other, tmp_path / "other_split.pt")
+    with pytest.raises(ValueError, match=r"other_split.pt: cannot be ensembled .* differ in data.seed"):
+        evaluate_checkpoint([run / "best.pt", tmp_path / "other_split.pt"])
+    assert main(["evaluate", "--checkpoint", str(run / "best.pt"), str(tmp_path / "other_split.pt")]) == 1
