@@ -178,7 +178,10 @@ def models_from_checkpoints(
     first = compared(ckpts[0], configs[0])
     for path, ckpt, config in zip(paths[1:], ckpts[1:], configs[1:]):
         other = compared(ckpt, config)
-        differ = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+        # Preprocessing reads optional keys by truthiness (``params.get("clahe")``), so an older
+        # checkpoint's missing key and a newer one's False / None mean the same pipeline.
+        differ = sorted(k for k in set(first) | set(other)
+                        if first.get(k) != other.get(k) and (first.get(k) or other.get(k)))
         if differ:
             raise ValueError(f"{path}: cannot be ensembled with {paths[0]}: they differ in {', '.join(differ)}")
     model = models[0] if len(models) == 1 else ProbabilityEnsemble(models).eval()

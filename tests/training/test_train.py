@@ -305,3 +305,21 @@ def test_evaluate_an_ensemble_of_checkpoints(tiny_data: Path, tmp_path: Path) ->
     with pytest.raises(ValueError, match=r"other_split.pt: cannot be ensembled .* differ in data.seed"):
         evaluate_checkpoint([run / "best.pt", tmp_path / "other_split.pt"])
     assert main(["evaluate", "--checkpoint", str(run / "best.pt"), str(tmp_path / "other_split.pt")]) == 1
+
+
+def test_ensemble_accepts_an_older_checkpoint_without_optional_preprocessing_keys(tiny_data: Path, tmp_path: Path) -> None:
+    from kmunet.training import models_from_checkpoints
+
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, run, "train.epochs=1"))
+    older = load_checkpoint(run / "best.pt")
+    assert older["preprocessing"]["clahe"] is False
+    del older["preprocessing"]["clahe"]  # checkpoints written before data.clahe existed lack the key
+    save_checkpoint(older, tmp_path / "older.pt")
+    model, _, ckpts = models_from_checkpoints([tmp_path / "older.pt", run / "best.pt"])
+    assert len(ckpts) == 2 and len(model.members) == 2
+    newer = load_checkpoint(run / "best.pt")
+    newer["preprocessing"]["clahe"] = True  # a real difference is still refused
+    save_checkpoint(newer, tmp_path / "clahe.pt")
+    with pytest.raises(ValueError, match="differ in clahe"):
+        models_from_checkpoints([tmp_path / "older.pt", tmp_path / "clahe.pt"])
