@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "images along the axes training flipped (data.flip_axes), as nnU-Net does."
         ),
     )
-    parser.add_argument("--checkpoint", required=True, nargs="+",
+    parser.add_argument("--checkpoint", required=True, nargs="+", action="extend",
                         help="kmunet checkpoint (best.pt / last.pt); several trained on the same split: their "
                              "ensemble (softmax averaged)")
     parser.add_argument("--data", default=None, help="dataset folder (default: the checkpoint config's data.root)")
@@ -32,8 +32,9 @@ def run(args: argparse.Namespace) -> int:
 
     result = evaluate_checkpoint(args.checkpoint, args.data, tta=args.tta, device=args.device, output=args.output)
     tta = f"mirroring TTA over axes {result['mirror_axes']}" if result["tta"] else "no TTA"
-    what = (f"ensemble of {len(result['ensemble'])} ({', '.join(result['ensemble'])}; epochs {result['epochs']})"
-            if "ensemble" in result else f"{result['checkpoint']} (epoch {result['epoch']})")
+    members = result["checkpoints"]
+    what = (f"ensemble of {len(members)} ({', '.join(members)}; epochs {result['epochs']})"
+            if len(members) > 1 else f"{result['checkpoint']} (epoch {result['epoch']})")
     print(f"{what}, {len(result['cases'])} validation cases, {tta}, "
           f"{result['seconds']:.1f} s")
     for name, value in result["dice"].items():

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--input", required=True, help="NIfTI file, DICOM file or folder (searched recursively)")
     parser.add_argument("--output", required=True, help="output folder (masks, predict_report.json/.csv)")
-    parser.add_argument("--checkpoint", nargs="+", default=[str(DEFAULT_CHECKPOINT)],
+    parser.add_argument("--checkpoint", nargs="+", action="extend", default=None,
                         help=f"kmunet checkpoint (.pt; default {DEFAULT_CHECKPOINT}, the shipped hippocampus model, "
                              "found from any working directory); several: an ensemble (softmax averaged)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run the network")
@@ -41,11 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``kmunet predict``; returns 0 when every case succeeded, else 1."""
     from kmunet.inference import predict_folder
+    from kmunet.inference.predict import DEFAULT_CHECKPOINT
 
     report = predict_folder(
         args.input,
         args.output,
-        checkpoint=args.checkpoint,
+        checkpoint=args.checkpoint or DEFAULT_CHECKPOINT,
         device=args.device,
         fmt=args.fmt,
         save_probabilities=args.save_probabilities,

@@ -91,7 +91,7 @@ class PredictReport:
         input: the input path.
         output_dir: the output folder.
         checkpoint: checkpoint used (the first member of an ensemble, all of them in
-            ``settings["ensemble"]``; ``""`` for an injected predictor).
+            ``settings["checkpoints"]``; ``""`` for an injected predictor).
         cases: one result per case handled by this process.
         skipped: ``(file, reason)`` for files that are not images.
         errors: batch-level problems (e.g. nothing to predict).
@@ -449,8 +449,8 @@ def predict_folder(
                            settings={"kmunet_version": __version__, "device": str(dev), "format": fmt,
                                      "sw_batch_size": sw, "overlap": ov, "tta": bool(tta),
                                      "mirror_axes": mirror_axes, "overwrite": bool(overwrite)})
-    if predictor is None and len(members) > 1:
-        report.settings["ensemble"] = [str(m) for m in members]
+    if predictor is None:
+        report.settings["checkpoints"] = [str(m) for m in members]
     if not all_cases:
         msg = f"{src}: no NIfTI files or DICOM series found" + (" (nor 2D raster images)" if dims == 2 else "")
         report.errors.append(msg)

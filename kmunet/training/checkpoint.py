@@ -119,9 +119,17 @@ def model_from_checkpoint(
     return model.to(device).eval(), config
 
 
-#: ``data`` settings that define the train/validation split: ensemble members scored together on a
-#: validation split must agree on them (else one member's training cases are another's validation cases).
-SPLIT_KEYS: tuple[str, ...] = ("layout", "seed", "val_fraction", "num_folds", "fold")
+def split_settings(data: Any) -> dict[str, Any]:
+    """The ``data`` settings that decide the train/validation split of a dataset folder.
+
+    :func:`kmunet.data.discovery.split_cases` permutes the sorted case names with ``seed`` and takes
+    ``val_fraction`` of them, or fold ``fold`` of ``num_folds``; only the settings in use are returned.
+    Ensemble members scored together on a validation split must agree on them, otherwise one
+    member's training cases are another's validation cases.
+    """
+    if data.fold is None:
+        return {"data.seed": data.seed, "data.fold": None, "data.val_fraction": data.val_fraction}
+    return {"data.seed": data.seed, "data.fold": data.fold, "data.num_folds": data.num_folds}
 
 
 def models_from_checkpoints(
@@ -138,8 +146,8 @@ def models_from_checkpoints(
     Args:
         checkpoints: one path, or several (an ensemble, e.g. the models of several folds or seeds).
         device: where to put the model(s).
-        same_split: also require equal train/validation splits (:data:`SPLIT_KEYS`), as scoring an
-            ensemble on a validation split needs.
+        same_split: also require equal train/validation splits (:func:`split_settings`), as scoring
+            an ensemble on a validation split needs.
 
     Returns:
         ``(model, config, ckpts)``: the network (eval mode), the first member's config, and every
@@ -171,8 +179,10 @@ def models_from_checkpoints(
         out = dict(ckpt.get("preprocessing") or preprocessing_params(config))
         out.pop("version", None)
         out["class_names"] = list(ckpt.get("class_names") or out.get("class_names") or config.data.class_names)
+        if out.get("mirror_axes") is None:  # older checkpoints did not store it: the config's flips
+            out["mirror_axes"] = [int(a) for a in config.data.flip_axes]
         if same_split:
-            out.update({f"data.{k}": getattr(config.data, k) for k in SPLIT_KEYS})
+            out.update(split_settings(config.data))
         return out
 
     first = compared(ckpts[0], configs[0])

@@ -44,8 +44,9 @@ def evaluate_checkpoint(
 
     Returns:
         ``{"dice": {class: value}, "mean_dice", ["f1_fov"], "checkpoint", "data", "epoch", "cases",
-        "tta", "mirror_axes", "seconds"}``; for several checkpoints ``"checkpoint"`` is the first, and
-        ``"ensemble"`` lists every path and ``"epochs"`` their epochs.
+        "tta", "mirror_axes", "seconds", "checkpoints", "epochs"}``: ``"checkpoint"`` / ``"epoch"``
+        are the first member's, ``"checkpoints"`` / ``"epochs"`` list every member (one for a single
+        checkpoint).
 
     Raises:
         FileNotFoundError: missing checkpoint or data folder.
@@ -79,8 +80,8 @@ def evaluate_checkpoint(
         "checkpoint": str(paths[0]),
         "data": root,
         "epoch": int(ckpts[0].get("epoch", -1)) + 1,
-        **({"ensemble": [str(p) for p in paths], "epochs": [int(c.get("epoch", -1)) + 1 for c in ckpts]}
-           if len(paths) > 1 else {}),
+        "checkpoints": [str(p) for p in paths],
+        "epochs": [int(c.get("epoch", -1)) + 1 for c in ckpts],
         "cases": names,
         "tta": bool(tta),
         "mirror_axes": list(mirror_axes),

@@ -96,7 +96,11 @@ def test_export_numpy_with_nifti_reference(tmp_path: Path) -> None:
 def test_cli_commands_registered() -> None:
     parser = build_parser()
     args = parser.parse_args(["predict", "--input", "a", "--output", "b"])
-    assert args.checkpoint == "checkpoints/hippocampus_kmunet.pt" and args.fmt == "nifti" and callable(args.func)
+    assert args.checkpoint is None and args.fmt == "nifti" and callable(args.func)  # run() uses DEFAULT_CHECKPOINT
+    args = parser.parse_args(["predict", "--input", "a", "--output", "b", "--checkpoint", "x.pt", "--checkpoint", "y.pt", "z.pt"])
+    assert args.checkpoint == ["x.pt", "y.pt", "z.pt"]  # repeated flags add members, they do not replace
+    args = parser.parse_args(["evaluate", "--checkpoint", "x.pt", "--checkpoint", "y.pt"])
+    assert args.checkpoint == ["x.pt", "y.pt"]
     args = parser.parse_args(["export-nifti", "--input", "a", "--output", "b", "--reference", "r"])
     assert args.reference == "r" and callable(args.func)
 

@@ -284,16 +284,25 @@ def test_trailing_singleton_axis_is_segmented_in_the_input_shape(tmp_path: Path)
 def test_predict_with_an_ensemble_of_checkpoints(tmp_path: Path, tiny_checkpoint: Path) -> None:
     inp = tmp_path / "in"
     inp.mkdir()
-    save_nifti(inp / "a.nii.gz", make_volume((18, 20, 14)), np.diag([1.0, -1.0, 1.5, 1.0]))
-    single = predict_folder(inp, tmp_path / "one", tiny_checkpoint, device="cpu", progress=False, save_probabilities=True)
-    code = main(["predict", "--input", str(inp), "--output", str(tmp_path / "two"), "--checkpoint", str(tiny_checkpoint),
-                 str(tiny_checkpoint), "--device", "cpu", "--no-progress", "--save-probabilities"])
-    assert code == 0 and single.exit_code == 0
-    report = json.loads((tmp_path / "two" / "predict_report.json").read_text())
-    assert report["settings"]["ensemble"] == [str(tiny_checkpoint.resolve())] * 2
-    p1 = np.asarray(nib.load(str(tmp_path / "one" / "a_probabilities.nii.gz")).dataobj)
-    p2 = np.asarray(nib.load(str(tmp_path / "two" / "a_probabilities.nii.gz")).dataobj)
-    np.testing.assert_allclose(p2, p1, atol=1e-5)  # a model averaged with itself is itself
+    # 16^3 is one window of the tiny model (no blending), so the ensemble's probabilities are exactly
+    # the mean of its members'.
+    save_nifti(inp / "a.nii.gz", make_volume((16, 16, 16)), np.diag([1.0, -1.0, 1.5, 1.0]))
+    other = torch.load(tiny_checkpoint, weights_only=True)
+    gen = torch.Generator().manual_seed(1)
+    other["state_dict"] = {k: v + 0.3 * torch.randn(v.shape, generator=gen) if v.is_floating_point() and "grid" not in k
+                           else v for k, v in other["state_dict"].items()}
+    torch.save(other, tmp_path / "other.pt")
+    probs = {}
+    for name, ckpts in {"one": [tiny_checkpoint], "other": [tmp_path / "other.pt"],
+                        "both": [tiny_checkpoint, tmp_path / "other.pt"]}.items():
+        code = main(["predict", "--input", str(inp), "--output", str(tmp_path / name), "--device", "cpu", "--no-progress",
+                     "--save-probabilities"] + [a for c in ckpts for a in ("--checkpoint", str(c))])
+        assert code == 0
+        report = json.loads((tmp_path / name / "predict_report.json").read_text())
+        assert report["settings"]["checkpoints"] == [str(Path(c).resolve()) for c in ckpts]
+        probs[name] = np.asarray(nib.load(str(tmp_path / name / "a_probabilities.nii.gz")).dataobj)
+    assert np.abs(probs["one"] - probs["other"]).max() > 0.05  # the members really differ
+    np.testing.assert_allclose(probs["both"], (probs["one"] + probs["other"]) / 2, atol=1e-5)
 
     renamed = make_tiny_checkpoint(tmp_path / "renamed.pt", {"class_names": ["background", "head", "tail"]})
     with pytest.raises(ValueError, match=r"renamed.pt: cannot be ensembled .* differ in class_names"):

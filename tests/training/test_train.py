@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -293,7 +294,8 @@ def test_evaluate_an_ensemble_of_checkpoints(tiny_data: Path, tmp_path: Path) ->
     single = evaluate_checkpoint(run / "best.pt")
     twice = evaluate_checkpoint([run / "best.pt", run / "best.pt"])  # averaging a model with itself changes nothing
     assert twice["mean_dice"] == pytest.approx(single["mean_dice"], abs=1e-6)
-    assert twice["ensemble"] == [str(run / "best.pt")] * 2 and twice["epochs"] == [single["epoch"]] * 2
+    assert twice["checkpoints"] == [str(run / "best.pt")] * 2 and twice["epochs"] == [single["epoch"]] * 2
+    assert single["checkpoints"] == [str(run / "best.pt")] and single["epochs"] == [single["epoch"]]
     pair = evaluate_checkpoint([run / "best.pt", run / "last.pt"], tta=True)
     assert 0.0 <= pair["mean_dice"] <= 1.0 and pair["cases"] == single["cases"]
     assert main(["evaluate", "--checkpoint", str(run / "best.pt"), str(run / "last.pt")]) == 0
@@ -323,3 +325,27 @@ def test_ensemble_accepts_an_older_checkpoint_without_optional_preprocessing_key
     save_checkpoint(newer, tmp_path / "clahe.pt")
     with pytest.raises(ValueError, match="differ in clahe"):
         models_from_checkpoints([tmp_path / "older.pt", tmp_path / "clahe.pt"])
+
+    # A missing mirror_axes means the config's flip axes (here [0]), not "no flips".
+    del older["preprocessing"]["mirror_axes"]
+    save_checkpoint(older, tmp_path / "older.pt")
+    assert load_checkpoint(run / "best.pt")["preprocessing"]["mirror_axes"] == [0]
+    models_from_checkpoints([tmp_path / "older.pt", run / "best.pt"])
+    unflipped = load_checkpoint(run / "best.pt")
+    unflipped["preprocessing"]["mirror_axes"] = []
+    save_checkpoint(unflipped, tmp_path / "unflipped.pt")
+    with pytest.raises(ValueError, match="differ in mirror_axes"):
+        models_from_checkpoints([tmp_path / "older.pt", tmp_path / "unflipped.pt"])
+
+
+def test_split_settings_name_only_what_decides_the_split() -> None:
+    from kmunet.config import DataConfig
+    from kmunet.training.checkpoint import split_settings
+
+    base = DataConfig()
+    assert split_settings(replace(base, num_folds=3)) == split_settings(base)  # no fold: num_folds unused
+    assert split_settings(replace(base, val_fraction=0.3)) != split_settings(base)
+    fold = replace(base, fold=1)
+    assert split_settings(replace(fold, val_fraction=0.3)) == split_settings(fold)  # a fold: val_fraction unused
+    assert split_settings(replace(fold, num_folds=3)) != split_settings(fold)
+    assert split_settings(replace(base, seed=1)) != split_settings(base)
