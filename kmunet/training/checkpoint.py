@@ -193,7 +193,9 @@ def models_from_checkpoints(
         differ = sorted(k for k in set(first) | set(other)
                         if first.get(k) != other.get(k) and (first.get(k) or other.get(k)))
         if differ:
-            raise ValueError(f"{path}: cannot be ensembled with {paths[0]}: they differ in {', '.join(differ)}")
+            why = ("; scoring needs a validation split that no member trained on"
+                   if all(k.startswith("data.") for k in differ) else "")
+            raise ValueError(f"{path}: cannot be ensembled with {paths[0]}: they differ in {', '.join(differ)}{why}")
     model = models[0] if len(models) == 1 else ProbabilityEnsemble(models).eval()
     return model, configs[0], ckpts
 

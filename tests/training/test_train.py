@@ -304,7 +304,7 @@ def test_evaluate_an_ensemble_of_checkpoints(tiny_data: Path, tmp_path: Path) ->
     other = load_checkpoint(run / "last.pt")
     other["config"]["data"]["seed"] = 7
     save_checkpoint(other, tmp_path / "other_split.pt")
-    with pytest.raises(ValueError, match=r"other_split.pt: cannot be ensembled .* differ in data.seed"):
+    with pytest.raises(ValueError, match=r"other_split.pt: cannot be ensembled .* differ in data.seed; scoring needs"):
         evaluate_checkpoint([run / "best.pt", tmp_path / "other_split.pt"])
     assert main(["evaluate", "--checkpoint", str(run / "best.pt"), str(tmp_path / "other_split.pt")]) == 1
 
