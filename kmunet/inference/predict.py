@@ -184,15 +184,13 @@ def load_model(checkpoint: str | Path | Sequence[str | Path], device: str | torc
         ValueError: not a loadable kmunet checkpoint (e.g. a pickle that would run code), or ensemble
             members that disagree.
     """
-    from kmunet.data import preprocessing_params
-    from kmunet.training import models_from_checkpoints
+    from kmunet.training.checkpoint import checkpoint_preprocessing, models_from_checkpoints
 
     dev = resolve_device(device)
     model, config, ckpts = models_from_checkpoints(checkpoint, device=dev)
     ckpt = ckpts[0]
-    params = dict(ckpt.get("preprocessing") or preprocessing_params(config))
-    params.setdefault("mirror_axes", [int(a) for a in config.data.flip_axes])  # older checkpoints did not store it
-    names = list(ckpt.get("class_names") or params.get("class_names") or config.data.class_names)
+    params = checkpoint_preprocessing(ckpt, config)
+    names = list(ckpt.get("class_names") or params["class_names"])
     return LoadedModel(model, params, names, int(config.train.sw_batch_size), float(config.train.sw_overlap),
                        ckpt.get("data_summary"))
 
@@ -417,8 +415,9 @@ def predict_folder(
     if predictor is None:
         if checkpoint is None:
             raise ValueError("give a checkpoint or a predictor")
-        members = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
-        members = [resolve_checkpoint(c) for c in members]
+        from kmunet.training.checkpoint import checkpoint_paths
+
+        members = [resolve_checkpoint(c) for c in checkpoint_paths(checkpoint)]
         loaded = load_model(members, dev)
     else:
         if preprocessing is None:

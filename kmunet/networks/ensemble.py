@@ -10,6 +10,7 @@ argmax, sliding-window blending, mirroring TTA) can use it unchanged: ``softmax(
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -53,4 +54,4 @@ class ProbabilityEnsemble(nn.Module):
         if len(shapes) > 1:
             raise ValueError(f"ensemble members return different output shapes: {shapes}")
         logp = torch.stack(outs)  # (M, B, K, *spatial)
-        return torch.logsumexp(logp, dim=0) - torch.log(torch.tensor(float(len(outs)), device=logp.device))
+        return torch.logsumexp(logp, dim=0) - math.log(len(outs))

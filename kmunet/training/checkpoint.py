@@ -31,6 +31,8 @@ __all__ = [
     "load_checkpoint",
     "model_from_checkpoint",
     "models_from_checkpoints",
+    "checkpoint_paths",
+    "checkpoint_preprocessing",
     "init_weights_from",
     "rng_state",
     "set_rng_state",
@@ -132,6 +134,22 @@ def split_settings(data: Any) -> dict[str, Any]:
     return {"data.seed": data.seed, "data.fold": data.fold, "data.num_folds": data.num_folds}
 
 
+def checkpoint_paths(checkpoints: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    """``checkpoints`` as a list: one path, or the members of an ensemble."""
+    return [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
+
+
+def checkpoint_preprocessing(ckpt: Mapping[str, Any], config: ExperimentConfig) -> dict[str, Any]:
+    """The preprocessing params of a loaded checkpoint (see :func:`kmunet.data.preprocessing_params`).
+
+    The params it stores, over those its config implies: a checkpoint written before a key existed
+    (``clahe``, ``mirror_axes``) gets the value its own config stands for.
+    """
+    from kmunet.data import preprocessing_params
+
+    return {**preprocessing_params(config), **(ckpt.get("preprocessing") or {})}
+
+
 def models_from_checkpoints(
     checkpoints: str | Path | Sequence[str | Path],
     device: str | torch.device = "cpu",
@@ -140,8 +158,9 @@ def models_from_checkpoints(
 ) -> tuple[nn.Module, ExperimentConfig, list[dict[str, Any]]]:
     """One network, or the :class:`~kmunet.networks.ProbabilityEnsemble` of several, from checkpoints.
 
-    Members must preprocess alike and predict the same classes (their stored ``preprocessing`` and
-    ``class_names`` are equal), so one pipeline feeds them all and their probabilities can be averaged.
+    Members must preprocess alike and predict the same classes (their :func:`checkpoint_preprocessing`
+    and ``class_names`` are equal), so one pipeline feeds them all and their probabilities can be
+    averaged.
 
     Args:
         checkpoints: one path, or several (an ensemble, e.g. the models of several folds or seeds).
@@ -158,40 +177,29 @@ def models_from_checkpoints(
         ValueError: no checkpoint given, an unreadable one, or members that disagree (the message names
             the file and the settings that differ).
     """
-    from kmunet.data import preprocessing_params
     from kmunet.networks import ProbabilityEnsemble
 
-    paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
+    paths = checkpoint_paths(checkpoints)
     if not paths:
         raise ValueError("no checkpoint given")
-    ckpts, models, configs = [], [], []
+    ckpts, models, configs, compared = [], [], [], []
     for path in paths:
         ckpt = load_checkpoint(path, map_location="cpu")
         try:
             model, config = model_from_checkpoint(ckpt, device=device)
         except (RuntimeError, KeyError, TypeError) as err:
             raise ValueError(f"{path}: weights do not match the stored network config ({str(err).splitlines()[0]})") from None
+        settings = checkpoint_preprocessing(ckpt, config)
+        settings.pop("version", None)
+        settings["class_names"] = list(ckpt.get("class_names") or settings["class_names"])
+        if same_split:
+            settings.update(split_settings(config.data))
         ckpts.append(ckpt)
         models.append(model)
         configs.append(config)
-
-    def compared(ckpt: dict[str, Any], config: ExperimentConfig) -> dict[str, Any]:
-        out = dict(ckpt.get("preprocessing") or preprocessing_params(config))
-        out.pop("version", None)
-        out["class_names"] = list(ckpt.get("class_names") or out.get("class_names") or config.data.class_names)
-        if out.get("mirror_axes") is None:  # older checkpoints did not store it: the config's flips
-            out["mirror_axes"] = [int(a) for a in config.data.flip_axes]
-        if same_split:
-            out.update(split_settings(config.data))
-        return out
-
-    first = compared(ckpts[0], configs[0])
-    for path, ckpt, config in zip(paths[1:], ckpts[1:], configs[1:]):
-        other = compared(ckpt, config)
-        # Preprocessing reads optional keys by truthiness (``params.get("clahe")``), so an older
-        # checkpoint's missing key and a newer one's False / None mean the same pipeline.
-        differ = sorted(k for k in set(first) | set(other)
-                        if first.get(k) != other.get(k) and (first.get(k) or other.get(k)))
+        compared.append(settings)
+    for path, other in zip(paths[1:], compared[1:]):
+        differ = sorted(k for k in set(compared[0]) | set(other) if compared[0].get(k) != other.get(k))
         if differ:
             why = ("; scoring needs a validation split that no member trained on"
                    if all(k.startswith("data.") for k in differ) else "")

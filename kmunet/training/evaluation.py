@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 
 from kmunet.runtime import resolve_device
-from kmunet.training.checkpoint import models_from_checkpoints
+from kmunet.training.checkpoint import checkpoint_paths, models_from_checkpoints
 from kmunet.training.schedule import amp_settings
 from kmunet.training.trainer import evaluate
 
@@ -59,7 +59,7 @@ def evaluate_checkpoint(
     start = time.perf_counter()
     if output is not None:
         check_output_file(output)  # before minutes of inference, not after
-    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    paths = checkpoint_paths(checkpoint)
     dev = resolve_device(device)
     model, config, ckpts = models_from_checkpoints(paths, device=dev, same_split=True)
     root = str(data) if data is not None else config.data.root
