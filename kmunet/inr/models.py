@@ -31,6 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from kmunet.checks import check_int
+
 __all__ = [
     "INR_MODELS",
     "CoordinateNet",
@@ -47,12 +49,6 @@ from kmunet.options import INR_MODELS  # noqa: E402  (names shared with the CLI)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_positive(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -111,8 +107,8 @@ class CoordinateNet(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, complex_output: bool) -> None:
         super().__init__()
-        self.in_features = _check_int("in_features", in_features)
-        self.out_features = _check_int("out_features", out_features)
+        self.in_features = check_int("in_features", in_features)
+        self.out_features = check_int("out_features", out_features)
         if not isinstance(complex_output, bool):
             raise ValueError(f"complex_output must be a bool, got {complex_output!r}")
         self.complex_output = complex_output
@@ -198,8 +194,8 @@ class SIREN(CoordinateNet):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(in_features, out_features, complex_output)
-        _check_int("hidden_features", hidden_features)
-        _check_int("hidden_layers", hidden_layers, minimum=0)
+        check_int("hidden_features", hidden_features)
+        check_int("hidden_layers", hidden_layers, minimum=0)
         self.omega_0 = _check_positive("omega_0", omega_0)
         self.omega_hidden = _check_positive("omega_hidden", omega_hidden)
         dtype = _check_dtype(dtype)
@@ -264,10 +260,10 @@ class FourierMLP(CoordinateNet):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(in_features, out_features, complex_output)
-        _check_int("hidden_features", hidden_features)
-        _check_int("hidden_layers", hidden_layers, minimum=0)
+        check_int("hidden_features", hidden_features)
+        check_int("hidden_layers", hidden_layers, minimum=0)
         self.sigma = _check_positive("sigma", sigma)
-        self.num_frequencies = _check_int("num_frequencies", num_frequencies)
+        self.num_frequencies = check_int("num_frequencies", num_frequencies)
         dtype = _check_dtype(dtype)
         gen = _make_generator(seed)
         B = torch.randn(num_frequencies, in_features, generator=gen, dtype=torch.float64) * self.sigma
@@ -351,8 +347,8 @@ class WIRE(CoordinateNet):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(in_features, out_features, complex_output)
-        _check_int("hidden_features", hidden_features)
-        _check_int("hidden_layers", hidden_layers, minimum=0)
+        check_int("hidden_features", hidden_features)
+        check_int("hidden_layers", hidden_layers, minimum=0)
         self.omega_0 = _check_positive("omega_0", omega_0)
         self.scale_0 = _check_positive("scale_0", scale_0)
         dtype = _check_dtype(dtype)
@@ -455,11 +451,11 @@ class KANINR(CoordinateNet):
         super().__init__(in_features, out_features, complex_output)
         from kmunet.kan import KANLinear
 
-        _check_int("hidden_features", hidden_features)
-        _check_int("hidden_layers", hidden_layers, minimum=0)
-        _check_int("grid_size", grid_size)
-        _check_int("spline_order", spline_order, minimum=0)
-        _check_int("num_frequencies", num_frequencies)
+        check_int("hidden_features", hidden_features)
+        check_int("hidden_layers", hidden_layers, minimum=0)
+        check_int("grid_size", grid_size)
+        check_int("spline_order", spline_order, minimum=0)
+        check_int("num_frequencies", num_frequencies)
         if not isinstance(fourier_first, bool):
             raise ValueError(f"fourier_first must be a bool, got {fourier_first!r}")
         if not isinstance(layer_norm, bool):
@@ -571,7 +567,7 @@ def evaluate(model: nn.Module, coords: Tensor, chunk_size: int = 65536) -> Tenso
     Returns:
         ``(..., c)`` outputs on the device of ``coords``.
     """
-    _check_int("chunk_size", chunk_size)
+    check_int("chunk_size", chunk_size)
     if coords.dim() < 1:
         raise ValueError(f"coords must have shape (..., d), got {tuple(coords.shape)}")
     lead, d = coords.shape[:-1], coords.shape[-1]

@@ -30,6 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from kmunet.checks import check_int
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "ResamplerAugment",
@@ -378,12 +380,10 @@ def train_resampler(
 
     from kmunet.runtime import resolve_device
 
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    epochs = check_int("epochs", epochs)
     if not factors or any(int(f) < 2 for f in factors):
         raise ValueError(f"factors must be integers >= 2, got {list(factors)!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_int("batch_size", batch_size)
     if crop < 2 * max(factors) + 1:
         raise ValueError(f"crop {crop} too small for factor {max(factors)}")
     augment = ResamplerAugment() if augment is None else augment

@@ -536,7 +536,8 @@ def resample_plane(
     index = in_grid.world_to_index(out_grid.world_points())  # (rows * cols, 3) voxel indices of the plane
     inside = np.all((index >= -0.5) & (index <= np.asarray(in_grid.shape) - 0.5), axis=1)
     if not inside.any():
-        lo, hi = in_grid.corners_world().min(0), in_grid.corners_world().max(0)
+        corners = in_grid.corners_world()
+        lo, hi = corners.min(0), corners.max(0)
         raise ValueError(f"the plane lies entirely outside the volume (its world extent is x {lo[0]:.1f}..{hi[0]:.1f}, "
                          f"y {lo[1]:.1f}..{hi[1]:.1f}, z {lo[2]:.1f}..{hi[2]:.1f} mm); origin, u and v are world "
                          "coordinates in mm (RAS), not voxel indices")

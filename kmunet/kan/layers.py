@@ -22,7 +22,6 @@ before each KAN convolution so that most of them fall inside the grid.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Sequence
 
 import torch
@@ -30,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from kmunet.checks import check_int, is_integer
 from kmunet.kan.basis import bspline_basis, grid_is_uniform, kan_features, make_grid
 
 __all__ = ["KANLinear", "KANConv"]
@@ -40,20 +40,10 @@ NUM_ACTIVATION_SAMPLES = 64
 REFIT_POINTS = 2048
 
 
-def is_integer(value: object) -> bool:
-    """A Python or NumPy integer (not a bool): what ``operator.index`` accepts."""
-    if isinstance(value, bool):
-        return False
-    try:
-        operator.index(value)
-    except TypeError:
-        return False
-    return True
-
-
-def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
-    if not is_integer(value) or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def _even_rows(ordered: Tensor, m: int) -> Tensor:
+    """``m`` evenly spaced rows (first and last included) of a sorted ``(n, C)`` tensor."""
+    pos = torch.linspace(0, ordered.shape[0] - 1, m, device=ordered.device, dtype=torch.float64).round().long()
+    return ordered[pos]
 
 
 class _KANLayer(nn.Module):
@@ -85,13 +75,9 @@ class _KANLayer(nn.Module):
         dtype: torch.dtype | None,
     ) -> None:
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("out_channels", out_channels)
-        _check_positive_int("groups", groups)
-        _check_positive_int("grid_size", grid_size)
-        _check_positive_int("spline_order", spline_order, minimum=0)
-        in_channels, out_channels, groups = int(in_channels), int(out_channels), int(groups)  # NumPy ints too
-        grid_size, spline_order = int(grid_size), int(spline_order)
+        in_channels, out_channels = check_int("in_channels", in_channels), check_int("out_channels", out_channels)
+        groups, grid_size = check_int("groups", groups), check_int("grid_size", grid_size)
+        spline_order = check_int("spline_order", spline_order, minimum=0)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})")
         if len(grid_range) != 2 or not all(math.isfinite(float(v)) for v in grid_range) \
@@ -297,8 +283,7 @@ class _KANLayer(nn.Module):
         width = (hi - lo).clamp_min(1e-3)
         centre = (hi + lo) / 2
         lo, hi = centre - width * (0.5 + margin), centre + width * (0.5 + margin)
-        pos = torch.linspace(0, ordered.shape[0] - 1, gsize + 1, device=x.device, dtype=torch.float64).round().long()
-        adaptive = ordered[pos].t()  # (in, G + 1)
+        adaptive = _even_rows(ordered, gsize + 1).t()  # (in, G + 1)
         adaptive[:, 0], adaptive[:, -1] = lo, hi
         steps = torch.linspace(0, 1, gsize + 1, device=x.device, dtype=lo.dtype)
         uniform = lo[:, None] + (hi - lo)[:, None] * steps  # (in, G + 1)
@@ -307,8 +292,7 @@ class _KANLayer(nn.Module):
         if ordered.shape[0] > REFIT_POINTS:
             # Refit on evenly spaced order statistics of each channel: distributed like the samples, but
             # bounded (all n samples of a 3D batch would evaluate every edge n times: minutes, gigabytes).
-            pick = torch.linspace(0, ordered.shape[0] - 1, REFIT_POINTS, device=x.device, dtype=torch.float64).round().long()
-            samples = ordered[pick]  # (REFIT_POINTS, in), column c = quantiles of channel c
+            samples = _even_rows(ordered, REFIT_POINTS)  # (REFIT_POINTS, in), column c = quantiles of channel c
         self._refit(self._extend_knots(interior), samples)
 
     def extend_grid(self, new_grid_size: int, points_per_interval: int = 8) -> None:
@@ -325,7 +309,7 @@ class _KANLayer(nn.Module):
         general basis path. Run :meth:`update_grid` on typical inputs first (as the paper does) so that
         the grid range covers them.
         """
-        _check_positive_int("new_grid_size", new_grid_size)
+        new_grid_size = check_int("new_grid_size", new_grid_size)
         k, gsize = self.spline_order, self.grid_size
         old_interior = self.grid[:, k : k + gsize + 1].double()  # (in, G + 1)
         position = torch.linspace(0, gsize, new_grid_size + 1, device=self.grid.device, dtype=torch.float64)
@@ -351,7 +335,8 @@ class _KANLayer(nn.Module):
         return torch.cat([below, interior, above], dim=1)
 
     def _as_channel_first(self, x: Tensor) -> Tensor:
-        return x
+        """Check a layer input's shape and return it as the ``(N, C, ...)`` layout ``expand`` takes."""
+        raise NotImplementedError  # each layer type defines its input layout
 
     def extra_repr(self) -> str:
         return (
@@ -413,10 +398,8 @@ class KANLinear(_KANLayer):
         return x.reshape(-1, self.in_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() < 1 or x.shape[-1] != self.in_channels:
-            raise ValueError(f"KANLinear expects (..., {self.in_channels}), got {tuple(x.shape)}")
         lead = x.shape[:-1]
-        feats = self.expand(x.reshape(-1, self.in_channels))  # (N, in * (1 + G + k))
+        feats = self.expand(self._as_channel_first(x))  # (N, in * (1 + G + k))
         return F.linear(feats, self.composed_weight()).reshape(lead + (self.out_channels,))
 
 
@@ -522,7 +505,7 @@ class KANConv(_KANLayer):
         return x
 
     def forward(self, x: Tensor) -> Tensor:
-        self._as_channel_first(x)  # checks the shape
+        x = self._as_channel_first(x)  # checks the shape
         return _CONV[self.spatial_dims](
             self.expand(x), self.composed_weight(), None, self.stride, self.padding, self.dilation, self.groups
         )

@@ -255,7 +255,7 @@ def load_kspace(path: str | Path, slice_index: int | None = None) -> KSpaceData:
     suffix = path.suffix.lower()
     if suffix not in KSPACE_SUFFIXES:
         hint = ""
-        if _is_nifti(path) or suffix in (".dcm", ".png", ".jpg", ".tif", ".tiff"):
+        if _is_nifti(path) or suffix in IMAGE_SUFFIXES:
             hint = " (an image: simulate k-space from it with --image / simulate_kspace)"
         raise ValueError(f"{path}: unknown k-space format {suffix!r}; valid: {list(KSPACE_SUFFIXES)}{hint}")
     if suffix in (".cfl", ".hdr"):
@@ -301,7 +301,7 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, np.ndarray, int | None]:
     """``(array (x, y, z), RAS affine, z index of ``path`` when it is one file of the series, else None)``."""
     import SimpleITK as sitk
 
-    from kmunet.data.io import read_dicom_series, sitk_affine_ras
+    from kmunet.data.io import sitk_affine_ras
 
     folder = path if path.is_dir() else path.parent
     ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ())
@@ -309,17 +309,20 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, np.ndarray, int | None]:
         raise ValueError(f"{path}: no DICOM series found")
     if len(ids) > 1:
         raise ValueError(f"{path}: {len(ids)} DICOM series in the folder; pass one series folder")
-    try:
-        img = read_dicom_series(folder, ids[0])
-    except RuntimeError as err:
-        raise ValueError(f"{path}: unreadable DICOM series ({err})") from None
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0]))
     index = None
     if not path.is_dir():
         # the reader stacks the files in this (position-sorted) order, so a file's rank is its z index
-        files = [Path(f).resolve() for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0])]
-        if path.resolve() not in files:
+        resolved = [Path(f).resolve() for f in files]
+        if path.resolve() not in resolved:
             raise ValueError(f"{path}: not a file of the DICOM series in {folder}")
-        index = files.index(path.resolve())
+        index = resolved.index(path.resolve())
+    try:
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        img = reader.Execute()
+    except RuntimeError as err:
+        raise ValueError(f"{path}: unreadable DICOM series ({err})") from None
     arr = sitk.GetArrayFromImage(img)  # (z, y, x)
     arr = np.transpose(arr, (2, 1, 0)) if arr.ndim == 3 else arr.T
     return arr, sitk_affine_ras(img), index

@@ -167,11 +167,12 @@ def inr_reconstruct(
         raise ValueError(f"tv_weight must be >= 0, got {tv_weight}")
     if omega_0 is not None and inr != "siren":
         raise ValueError(f"omega_0 applies to SIREN only, not {inr!r}")
-    if not np.any(np.asarray(kspace) * mask):
+    sampled = np.asarray(kspace) * mask
+    if not np.any(sampled):
         raise ValueError("the sampled k-space is all zero: nothing for an INR to fit")
     device = torch.device(device)
     scale = kspace_scale(kspace, mask)
-    y = torch.from_numpy((np.asarray(kspace) * mask / scale).astype(np.complex64)).to(device)
+    y = torch.from_numpy((sampled / scale).astype(np.complex64)).to(device)
     m = torch.from_numpy(np.asarray(mask, dtype=bool)).to(device)
     s = torch.from_numpy(np.asarray(sens, dtype=np.complex64)).to(device)
     y_energy = torch.sum(torch.abs(y) ** 2).clamp_min(1e-20)

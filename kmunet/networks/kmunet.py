@@ -19,7 +19,7 @@ from torch import Tensor
 
 from kmunet.config import KANConfig
 from kmunet.kan import KANConv
-from kmunet.kan.layers import is_integer
+from kmunet.checks import check_int, is_integer
 
 __all__ = ["KMUNet", "KANResBlock", "make_norm", "NORMS"]
 
@@ -119,19 +119,17 @@ class KMUNet(nn.Module):
         super().__init__()
         if spatial_dims not in _CONV:
             raise ValueError(f"spatial_dims must be one of {sorted(_CONV)}, got {spatial_dims!r}")
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not is_integer(value) or int(value) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        in_channels, out_channels = check_int("in_channels", in_channels), check_int("out_channels", out_channels)
         if not is_integer(kernel_size):
             raise TypeError(f"kernel_size must be one odd integer for every axis, got {kernel_size!r}")
         if any(not is_integer(s) for s in strides):
             raise TypeError(f"strides must be one integer per level (the same on every axis), got {tuple(strides)!r}")
-        in_channels, out_channels, kernel_size = int(in_channels), int(out_channels), int(kernel_size)
+        kernel_size = int(kernel_size)
         strides = tuple(int(s) for s in strides)
         if not isinstance(kan, KANConfig):
             raise TypeError(f"kan must be a kmunet.config.KANConfig, got {type(kan).__name__}"
                             " (e.g. KANConfig(grid_size=3))")
-        channels, strides = tuple(channels), tuple(strides)
+        channels = tuple(channels)
         if len(channels) < 2:
             raise ValueError(f"channels needs at least 2 levels, got {channels!r}")
         if len(strides) != len(channels) - 1:
