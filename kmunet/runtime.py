@@ -1,15 +1,18 @@
-"""Process-level runtime helpers: device choice and CPU allocator tuning."""
+"""Process-level runtime helpers: device choice, CPU allocator tuning, one-line errors, output folders."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
+from pathlib import Path
+from typing import Iterator
 
 import torch
 
-__all__ = ["resolve_device", "tune_cpu_allocator", "DEVICES"]
+__all__ = ["resolve_device", "tune_cpu_allocator", "first_line", "new_folder", "DEVICES"]
 
 #: Valid ``--device`` values.
 DEVICES = ("auto", "cpu", "cuda")
@@ -65,3 +68,23 @@ def tune_cpu_allocator(cache_bytes: int = 1 << 30) -> bool:
     ok = mallopt(_M_MMAP_THRESHOLD, int(cache_bytes)) == 1 and mallopt(_M_TRIM_THRESHOLD, int(2 * cache_bytes)) == 1
     _tuned = ok
     return ok
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+@contextlib.contextmanager
+def new_folder(path: str | Path) -> Iterator[Path]:
+    """Create ``path`` (with its parents) for the body; remove it afterwards if this call created it
+    and it is still empty, so a run that wrote nothing (or failed) leaves no empty folder behind."""
+    path = Path(path)
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    finally:
+        if created and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()

@@ -38,9 +38,6 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     report = validate_dataset(args.data_dir, config, max_cases=args.max_cases)
     print(report.format())
-    if any("network.spatial_dims" in p.message for p in report.fatal):
-        dims = 2 if config.network.spatial_dims == 3 else 3
-        example = " (e.g. configs/drive_2d.yaml)" if dims == 2 else " (e.g. configs/hippocampus_3d.yaml)"
-        print(f"hint: these images are {dims}D but the config is for {config.network.spatial_dims}D networks: "
-              f"pass a {dims}D --config{example}")
+    for hint in report.hints:
+        print(f"hint: {hint}")
     return 0 if report.ok else 1

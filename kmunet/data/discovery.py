@@ -97,7 +97,7 @@ def _discover_folders(root: Path) -> list[dict[str, Any]]:
         if not _is_image_entry(p):
             continue
         stem = path_stem(p)
-        if stem not in labels and len(stem) > 5 and stem[-5] == "_" and stem[-4:] == "0000" and stem[:-5] in labels:
+        if stem not in labels and len(stem) > 5 and stem.endswith("_0000") and stem[:-5] in labels:
             stem = stem[:-5]  # nnU-Net raw data: image case_0000 (channel 0) pairs with label case
         case: dict[str, Any] = {"name": stem, "image": str(p.resolve())}
         if stem in labels:
@@ -159,7 +159,7 @@ def discover_cases(data_cfg: DataConfig, root: str | Path | None = None) -> list
             raise FileNotFoundError(f"{path}: layout 'msd' needs dataset.json")
         cases = _discover_msd(path)
     else:
-        if not (path / "images").is_dir() and not (layout == "folders" and (path / "imagesTr").is_dir()):
+        if not (path / "images" if layout == "drive" else _folder_pair(path)[0]).is_dir():
             raise FileNotFoundError(f"{path}: layout {layout!r} needs an images/ folder"
                                     + (" (or imagesTr/)" if layout == "folders" else ""))
         cases = _discover_drive(path) if layout == "drive" else _discover_folders(path)

@@ -319,15 +319,11 @@ def prepare_msd(
     if archive is None and url is None and task not in MSD_MD5:
         raise ValueError(f"unknown MSD task {task!r}; known: {sorted(MSD_MD5)} (or give its download URL or a "
                          "local archive: --url / --archive, url= / archive=)")
+    from kmunet.runtime import new_folder  # here: torch (which kmunet.runtime imports) is slow to load
+
     out = Path(out_dir)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
+    with new_folder(out):  # a failed first attempt leaves no empty folder (a partial download is kept to resume)
         return _fetch_and_verify_msd(task, out, archive, url, md5, sha256, timeout, progress)
-    except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # a failed first attempt leaves no empty folder (a partial download is kept to resume)
-        raise
 
 
 def _fetch_and_verify_msd(task: str, out: Path, archive: str | Path | None, url: str | None, md5: str | None,

@@ -51,6 +51,7 @@ class ValidationReport:
         summary: ``spacings`` / ``orientations`` / ``shapes`` / ``channels`` (value -> count),
             ``shape_min`` / ``shape_max``, ``label_values`` (value -> voxel count), ``empty_labels``
             (case names), ``intensity_min`` / ``intensity_max``, ``n_labelled``.
+        hints: how to fix what the problems point to (e.g. a config of the other dimensionality).
     """
 
     root: str
@@ -58,6 +59,7 @@ class ValidationReport:
     n_cases: int = 0
     problems: list[Problem] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    hints: list[str] = field(default_factory=list)
 
     @property
     def fatal(self) -> list[Problem]:
@@ -210,8 +212,6 @@ def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_case
     empty: list[str] = []
     lo, hi = np.inf, -np.inf
     n_labelled = 0
-    shape_arr = []
-    spacing_arr = []
     for case in cases:
         image_path = Path(case["image"])
         if not image_path.exists():
@@ -225,14 +225,17 @@ def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_case
         spatial = tuple(int(s) for s in img.shape[1:])
         channels[n_ch] += 1
         shapes[spatial] += 1
-        shape_arr.append(spatial)
         if len(spatial) != dims:
             report.add("fatal", image_path, f"{len(spatial)} spatial dims, network.spatial_dims is {dims}")
+            if not report.hints:
+                other = 2 if dims == 3 else 3
+                example = "configs/drive_2d.yaml" if other == 2 else "configs/hippocampus_3d.yaml"
+                report.hints.append(f"these images are {other}D but the config is for {dims}D networks: "
+                                    f"pass a {other}D --config (e.g. {example})")
         if n_ch != config.network.in_channels:
             report.add("fatal", image_path, f"{n_ch} channel(s), network.in_channels is {config.network.in_channels}")
         sdims = min(len(spatial), 3)
         spacings[_spacing(affine, sdims)] += 1
-        spacing_arr.append(_spacing(affine, sdims))
         orientations[_axcodes(affine, sdims)] += 1
         if np.issubdtype(img.dtype, np.floating):
             finite = np.isfinite(img)
@@ -292,8 +295,8 @@ def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_case
                         report.add("fatal", fov, f"FOV mask shape {tuple(fov_arr.shape[1:])} != image shape {spatial}")
                 except Exception as err:  # noqa: BLE001
                     report.add("fatal", fov, f"cannot read FOV mask: {err}")
-    shape_min, shape_max = _per_axis_range(shape_arr)
-    spacing_min, spacing_max = _per_axis_range(spacing_arr)
+    shape_min, shape_max = _per_axis_range(list(shapes))  # per-axis range over the distinct values
+    spacing_min, spacing_max = _per_axis_range(list(spacings))
     report.summary = {
         "n_labelled": n_labelled,
         "channels": dict(channels),

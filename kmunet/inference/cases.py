@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from kmunet.runtime import first_line
+
 #: Suffixes read as NIfTI.
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 #: Relative tolerance on slice spacing variations inside one DICOM series.
@@ -68,12 +70,6 @@ class LoadedImage:
     nifti: Any = None
     sitk_image: Any = None
     raster: bool = False
-
-
-def _first_line(err: BaseException) -> str:
-    """The first line of an exception's message (its type name when the message is empty)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def safe_name(text: str, max_len: int = 100) -> str:
@@ -234,7 +230,7 @@ def discover_cases(
             ds = _read_dicom_header(path)
         except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, EOFError) as err:
             if path.suffix.lower() == ".dcm" and not single_dicom:
-                reason = _first_line(err)
+                reason = first_line(err)
                 raw.append(Case(name=safe_name(path.stem), kind="dicom", path=path, error=f"not a readable DICOM file ({reason})"))
             else:
                 skipped.append((path, "not a NIfTI or DICOM file"))
@@ -308,7 +304,7 @@ def load_case(case: Case, spatial_dims: int = 3, in_channels: int = 1) -> Loaded
             img = nib.load(str(case.path))
             data = np.asarray(img.dataobj, dtype=np.float32)
         except Exception as err:  # truncated gzip, bad header, not an image at all
-            reason = _first_line(err)
+            reason = first_line(err)
             raise ValueError(f"not a readable NIfTI image ({type(err).__name__}: {reason})") from None
         if data.ndim > spatial_dims and in_channels == 1 and all(n == 1 for n in data.shape[spatial_dims:]):
             data = data.reshape(data.shape[:spatial_dims])  # (x, y, z, 1) as some tools write 3D volumes
@@ -330,7 +326,7 @@ def load_case(case: Case, spatial_dims: int = 3, in_channels: int = 1) -> Loaded
         try:
             array, affine, channels = load_array(case.path)  # (C, rows, columns), identity affine
         except Exception as err:  # noqa: BLE001 - pillow raises several types on corrupt files
-            reason = _first_line(err)
+            reason = first_line(err)
             raise ValueError(f"not a readable raster image ({type(err).__name__}: {reason})") from None
         if spatial_dims != 2 or channels != in_channels:
             raise ValueError(f"2D image with {channels} channel(s); the model expects {spatial_dims}D x {in_channels}")

@@ -12,6 +12,7 @@ import numpy as np
 from kmunet.inference.cases import Case, LoadedImage, discover_cases, load_case, read_series, safe_name
 from kmunet.inference.dicom_seg import is_dicom_seg, read_dicom_seg
 from kmunet.inference.writers import atomic_path, write_like_input
+from kmunet.runtime import new_folder
 
 
 @dataclass
@@ -90,14 +91,8 @@ def export_nifti(
         raise FileNotFoundError(f"{reference}: reference not found")
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: output exists and is not a folder")
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        report = _export(src, out, reference, overwrite, emit)
-    finally:
-        if created and not any(out.iterdir()):
-            out.rmdir()  # a run that wrote nothing leaves no empty folder behind
-    return report
+    with new_folder(out):  # a run that wrote nothing leaves no empty folder behind
+        return _export(src, out, reference, overwrite, emit)
 
 
 def _export(src: Path, out: Path, reference: str | Path | None, overwrite: bool,

@@ -184,13 +184,13 @@ def load_model(checkpoint: str | Path | Sequence[str | Path], device: str | torc
         ValueError: not a loadable kmunet checkpoint (e.g. a pickle that would run code), or ensemble
             members that disagree.
     """
-    from kmunet.training.checkpoint import checkpoint_preprocessing, models_from_checkpoints
+    from kmunet.training.checkpoint import checkpoint_class_names, checkpoint_preprocessing, models_from_checkpoints
 
     dev = resolve_device(device)
     model, config, ckpts = models_from_checkpoints(checkpoint, device=dev)
     ckpt = ckpts[0]
     params = checkpoint_preprocessing(ckpt, config)
-    names = list(ckpt.get("class_names") or params["class_names"])
+    names = checkpoint_class_names(ckpt, params)
     return LoadedModel(model, params, names, int(config.train.sw_batch_size), float(config.train.sw_overlap),
                        ckpt.get("data_summary"))
 

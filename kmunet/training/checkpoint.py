@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from kmunet.config import ExperimentConfig, NetworkConfig, from_dict, to_dict
+from kmunet.runtime import first_line
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -33,6 +34,7 @@ __all__ = [
     "models_from_checkpoints",
     "checkpoint_paths",
     "checkpoint_preprocessing",
+    "checkpoint_class_names",
     "init_weights_from",
     "rng_state",
     "set_rng_state",
@@ -73,8 +75,7 @@ def load_torch_file(path: str | Path, map_location: str | torch.device = "cpu", 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # pickle errors, truncated files, disallowed globals
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: not a loadable {what} ({first_line})") from None
+        raise ValueError(f"{path}: not a loadable {what} ({first_line(err)})") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -150,6 +151,11 @@ def checkpoint_preprocessing(ckpt: Mapping[str, Any], config: ExperimentConfig) 
     return {**preprocessing_params(config), **(ckpt.get("preprocessing") or {})}
 
 
+def checkpoint_class_names(ckpt: Mapping[str, Any], params: Mapping[str, Any]) -> list[str]:
+    """A checkpoint's class names: those it stores, else its preprocessing ``params``' ones."""
+    return list(ckpt.get("class_names") or params["class_names"])
+
+
 def models_from_checkpoints(
     checkpoints: str | Path | Sequence[str | Path],
     device: str | torch.device = "cpu",
@@ -188,10 +194,10 @@ def models_from_checkpoints(
         try:
             model, config = model_from_checkpoint(ckpt, device=device)
         except (RuntimeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}: weights do not match the stored network config ({str(err).splitlines()[0]})") from None
+            raise ValueError(f"{path}: weights do not match the stored network config ({first_line(err)})") from None
         settings = checkpoint_preprocessing(ckpt, config)
         settings.pop("version", None)
-        settings["class_names"] = list(ckpt.get("class_names") or settings["class_names"])
+        settings["class_names"] = checkpoint_class_names(ckpt, settings)
         if same_split:
             settings.update(split_settings(config.data))
         ckpts.append(ckpt)
@@ -231,7 +237,7 @@ def init_weights_from(model: nn.Module, checkpoint: str | Path, network: Network
         saved = ckpt["config"].get("network", {})
         ours = to_dict(network)
         differ = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
-        detail = f"network settings differ: {', '.join(differ)}" if differ else str(err).splitlines()[0]
+        detail = f"network settings differ: {', '.join(differ)}" if differ else first_line(err)
         raise ValueError(f"{checkpoint}: weights do not fit this network ({detail})") from None
     return int(ckpt.get("epoch", -1))
 
