@@ -13,7 +13,9 @@ Diagnostics of a case the INR does not win (twix R = 8): ``--seeds 0 1 2 3`` fit
 initialisation seed and adds a row for the mean of those fits (a deep ensemble); ``--maps full`` uses coil
 maps estimated from the *fully sampled* k-space (an oracle no real scan has) instead of the undersampled
 data's calibration lines, to measure how much of the error the coil maps cause; ``--cs-lambda 0.03`` adds a
-CS-TV row with the same maps for comparison.
+CS-TV row with the same maps for comparison; ``--dc-mu 0.05 0.5`` scores each fit after the final
+multi-coil data-consistency step at every given ``mu`` and without it (one fit, several steps:
+``kmunet.mri.recon.data_consistency``; default: the package's ``mu`` alone).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from kmunet.mri import make_mask
 from kmunet.mri.coils import estimate_sensitivities
 from kmunet.mri.cs import cs_reconstruct
 from kmunet.mri.metrics import all_metrics
-from kmunet.mri.recon import inr_reconstruct
+from kmunet.mri.recon import data_consistency, inr_reconstruct
 
 #: (iterations, TV weight) pairs per case; a 1000-step fit of the 256 x 256 T2 slice takes about 4 minutes.
 GRIDS = {
@@ -56,11 +58,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="estimate coil maps from the undersampled data (as a real scan) or from the full k-space (oracle)")
     parser.add_argument("--cs-lambda", type=float, nargs="*", default=[],
                         help="CS-TV lambdas to add as rows (2000 iterations, same maps)")
+    parser.add_argument("--dc-mu", type=float, nargs="+", default=None,
+                        help="score every fit with the final data-consistency step at each of these mu, and without it "
+                             "(default: the package's mu only)")
     args = parser.parse_args(argv)
     try:
         grid = [(int(a), float(b)) for a, b in (x.split(":") for x in args.settings)] if args.settings else GRIDS[args.case]
     except ValueError:
         parser.error(f"--settings takes ITS:TV pairs such as 2000:0.1, got {args.settings}")
+    if args.dc_mu is not None and len(args.seeds) > 1:
+        parser.error("--dc-mu scores one fit at several strengths; use it with one --seeds value")
     torch.set_num_threads(1)
     data = Path(args.data)
     if args.case == "twix":
@@ -90,10 +97,19 @@ def main(argv: list[str] | None = None) -> int:
             images = []
             for seed in args.seeds:
                 t0 = time.perf_counter()
-                image, _ = inr_reconstruct(kspace, mask, sens, "siren", iterations=iterations, tv_weight=tv,
-                                           omega_0=omega, seed=seed)
+                if args.dc_mu is None:
+                    image, _ = inr_reconstruct(kspace, mask, sens, "siren", iterations=iterations, tv_weight=tv,
+                                               omega_0=omega, seed=seed)
+                    row(accel, "SIREN", iterations, f"{tv:g}", omega or "default", seed, image, time.perf_counter() - t0)
+                else:  # one fit, then each data-consistency strength (and none)
+                    raw, _ = inr_reconstruct(kspace, mask, sens, "siren", iterations=iterations, tv_weight=tv,
+                                             omega_0=omega, seed=seed, final_dc=False)
+                    secs = time.perf_counter() - t0
+                    row(accel, "SIREN, no final DC", iterations, f"{tv:g}", omega or "default", seed, raw, secs)
+                    for mu in args.dc_mu:
+                        image, dc = data_consistency(raw, kspace, mask, sens, mu=mu)
+                        row(accel, f"SIREN, DC {dc}", iterations, f"{tv:g}", omega or "default", seed, image, secs)
                 images.append(image)
-                row(accel, "SIREN", iterations, f"{tv:g}", omega or "default", seed, image, time.perf_counter() - t0)
             if len(images) > 1:
                 row(accel, f"SIREN, mean of {len(images)} seeds", iterations, f"{tv:g}", omega or "default",
                     "all", np.mean(images, axis=0), 0.0)

@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_ACCELERATION",
     "DEFAULT_CENTER_FRACTION",
     "DEFAULT_MASK_SEED",
+    "DC_CG_MU",
 ]
 
 #: Implicit neural representations built by :func:`kmunet.inr.build_inr`.
@@ -29,3 +30,5 @@ RESAMPLE_METHODS: tuple[str, ...] = ("inr", "linear", "bspline", "prior", "prior
 DEFAULT_ACCELERATION: float = 4.0
 DEFAULT_CENTER_FRACTION: float = 0.08
 DEFAULT_MASK_SEED: int = 0
+#: Proximity weight ``mu`` of the INR's final multi-coil data-consistency step (``kmunet recon --dc-mu``).
+DC_CG_MU: float = 0.05

@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 from kmunet.options import (
+    DC_CG_MU,
     DEFAULT_ACCELERATION,
     DEFAULT_CENTER_FRACTION,
     DEFAULT_MASK_SEED,
@@ -48,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tv-weight", type=float, default=None, help="INR TV prior weight")
     parser.add_argument("--omega-0", type=float, default=None,
                         help="SIREN first-layer frequency (default 30; 15 did better at 8x in docs/RESULTS.md)")
+    parser.add_argument("--dc-mu", type=float, default=None,
+                        help=f"weight of the INR against the samples in its final multi-coil data-consistency step "
+                             f"(default {DC_CG_MU:g}; smaller trusts the samples more)")
     parser.add_argument("--reference", default=None,
                         help="reference image for metrics (NIfTI/DICOM/.npy/.cfl); default the fully sampled recon")
     parser.add_argument("--metrics-json", default=None, help="write PSNR/SSIM/NMSE and seconds as JSON")
@@ -99,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--omega-0 applies to --method inr --inr siren, not {args.method} / {args.inr}")
     if args.omega_0 is not None and not args.omega_0 > 0:
         raise ValueError(f"--omega-0 must be > 0, got {args.omega_0}")
+    if args.dc_mu is not None and args.method != "inr":
+        raise ValueError(f"--dc-mu applies to --method inr, not {args.method}")
+    if args.dc_mu is not None and not args.dc_mu > 0:
+        raise ValueError(f"--dc-mu must be > 0, got {args.dc_mu}")
 
     data = simulate_kspace(args.image, args.slice) if args.image else load_kspace(args.kspace, args.slice)
     reference = None
@@ -115,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     sens = estimate_sensitivities(data.kspace * mask)
     result = reconstruct(data, mask, method=args.method, inr=args.inr, iterations=args.iterations, lam=args.lam,
                          tv_weight=args.tv_weight, sens=sens, device=args.device, seed=args.seed,
-                         progress=not args.no_progress, omega_0=args.omega_0)
+                         progress=not args.no_progress, omega_0=args.omega_0,
+                         **({} if args.dc_mu is None else {"dc_mu": args.dc_mu}))
     magnitude = result.magnitude
     normalised = False
     if args.reference is not None:

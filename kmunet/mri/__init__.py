@@ -17,6 +17,7 @@ from __future__ import annotations
 
 # Option names and the retrospective undersampling defaults are shared with the CLI (kmunet.options).
 from kmunet.options import (  # noqa: E402
+    DC_CG_MU,
     DEFAULT_ACCELERATION,
     DEFAULT_CENTER_FRACTION,
     DEFAULT_MASK_SEED,
@@ -41,9 +42,9 @@ INR_TV_WEIGHT: float = 0.3
 #: Grids of TV weights and of SIREN first-layer frequencies (omega_0) tried by :func:`kmunet.mri.recon.tune_inr`.
 INR_TV_GRID: tuple[float, ...] = (0.1, 0.3)
 INR_OMEGA_GRID: tuple[float, ...] = (15.0, 30.0)
-#: Conjugate-gradient iterations and proximity weight of the multi-coil final data-consistency step.
+#: Conjugate-gradient iterations of the multi-coil final data-consistency step (its weight ``DC_CG_MU``
+#: comes from kmunet.options, which the CLI shares).
 DC_CG_ITERATIONS: int = 10
-DC_CG_MU: float = 0.05
 #: Gaussian SSIM window (Wang et al. 2004, as skimage ``gaussian_weights=True``).
 SSIM_SIGMA: float = 1.5
 SSIM_TRUNCATE: float = 3.5

@@ -11,8 +11,12 @@ A final data-consistency step follows:
 
 * single coil: measured k-space points replace the network's at sampled positions (exact DC);
 * multi coil: ``DC_CG_ITERATIONS`` conjugate-gradient steps on
-  ``(A^H A + mu I) x = A^H y + mu x_inr`` started from ``x_inr`` (``mu = DC_CG_MU``), i.e. the image
-  closest to the network output that (nearly) agrees with the measured samples of every coil.
+  ``(A^H A + mu I) x = A^H y + mu x_inr`` started from ``x_inr`` (``mu = DC_CG_MU`` unless ``dc_mu``
+  says otherwise), i.e. the image closest to the network output that (nearly) agrees with the measured
+  samples of every coil. Smaller ``mu`` trusts the samples more (and amplifies their noise more).
+
+:func:`data_consistency` is that step on its own, so one fit (``inr_reconstruct(..., final_dc=False)``)
+can be followed by several strengths.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from kmunet.checks import check_int
 from kmunet.mri import (
     DC_CG_ITERATIONS,
     DC_CG_MU,
@@ -119,6 +124,58 @@ def _cg_data_consistency(x0: torch.Tensor, y: torch.Tensor, sens: torch.Tensor, 
     return x
 
 
+def data_consistency(
+    image: np.ndarray,
+    kspace: np.ndarray,
+    mask: np.ndarray,
+    sens: np.ndarray,
+    mu: float = DC_CG_MU,
+    iterations: int = DC_CG_ITERATIONS,
+) -> tuple[np.ndarray, str]:
+    """The final data-consistency step of :func:`inr_reconstruct` (see the module docstring).
+
+    Args:
+        image: complex ``(H, W)`` estimate (e.g. the network output, in the scale of ``kspace``).
+        kspace: ``(C, H, W)`` k-space (unsampled points are ignored).
+        mask: boolean ``(H, W)`` sampling mask.
+        sens: ``(C, H, W)`` sensitivities (all ones for single coil).
+        mu: weight of the estimate against the samples (multi coil; > 0).
+        iterations: conjugate-gradient steps (multi coil; >= 1).
+
+    Returns:
+        ``(image, description)``: complex64 ``(H, W)`` image and ``"replace"`` (single coil: the measured
+        samples replace the estimate's) or ``"cg{iterations}(mu={mu})"``.
+
+    Raises:
+        ValueError: shapes that do not match, ``mu <= 0`` or ``iterations < 1``.
+    """
+    if not mu > 0:
+        raise ValueError(f"data-consistency mu must be > 0, got {mu}")
+    iterations = check_int("data-consistency iterations", iterations)
+    kspace = np.asarray(kspace)
+    if kspace.ndim != 3 or np.shape(sens) != kspace.shape or np.shape(mask) != kspace.shape[1:] \
+            or np.shape(image) != kspace.shape[1:]:
+        raise ValueError(f"data_consistency needs image (H, W), kspace and sens (C, H, W), mask (H, W); got image "
+                         f"{list(np.shape(image))}, kspace {list(kspace.shape)}, sens {list(np.shape(sens))}, "
+                         f"mask {list(np.shape(mask))}")
+    x = torch.from_numpy(np.asarray(image, dtype=np.complex64))
+    m = torch.from_numpy(np.asarray(mask, dtype=bool))
+    y = torch.from_numpy((kspace * mask).astype(np.complex64))
+    s = torch.from_numpy(np.asarray(sens, dtype=np.complex64))
+    with torch.no_grad():
+        out, dc = _data_consistency(x, y, s, m, float(mu), iterations)
+    return out.numpy().astype(np.complex64), dc
+
+
+def _data_consistency(x: torch.Tensor, y: torch.Tensor, s: torch.Tensor, m: torch.Tensor, mu: float,
+                      iterations: int) -> tuple[torch.Tensor, str]:
+    """:func:`data_consistency` on tensors (``y`` the masked k-space)."""
+    if s.shape[0] == 1:
+        k = fftnc_torch(s[0] * x)
+        return ifftnc_torch(torch.where(m, y[0], k)) / torch.where(s[0].abs() > 0, s[0], torch.ones_like(s[0])), "replace"
+    return _cg_data_consistency(x, y, s, m, mu, iterations), f"cg{iterations}(mu={mu:g})"
+
+
 def inr_reconstruct(
     kspace: np.ndarray,
     mask: np.ndarray,
@@ -134,6 +191,8 @@ def inr_reconstruct(
     progress: bool = False,
     model_kwargs: dict[str, Any] | None = None,
     omega_0: float | None = None,
+    dc_mu: float = DC_CG_MU,
+    final_dc: bool = True,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Fit an INR to undersampled k-space (see module docstring).
 
@@ -151,6 +210,8 @@ def inr_reconstruct(
         progress: show a tqdm bar with the loss.
         model_kwargs: extra ``build_inr`` options (override :data:`INR_MODEL_KWARGS`).
         omega_0: SIREN's first-layer frequency (``None``: :data:`INR_MODEL_KWARGS`'s); SIREN only.
+        dc_mu: ``mu`` of the final multi-coil data-consistency step (:func:`data_consistency`).
+        final_dc: apply that step (``False``: return the network's own image).
 
     Returns:
         ``(image, info)``: complex64 ``(H, W)`` image and diagnostics.
@@ -167,6 +228,8 @@ def inr_reconstruct(
         raise ValueError(f"tv_weight must be >= 0, got {tv_weight}")
     if omega_0 is not None and inr != "siren":
         raise ValueError(f"omega_0 applies to SIREN only, not {inr!r}")
+    if not dc_mu > 0:
+        raise ValueError(f"dc_mu must be > 0, got {dc_mu}")
     sampled = np.asarray(kspace) * mask
     if not np.any(sampled):
         raise ValueError("the sampled k-space is all zero: nothing for an INR to fit")
@@ -212,13 +275,7 @@ def inr_reconstruct(
         bar.close()
     with torch.no_grad():
         x = model(coords)[..., 0].to(torch.complex64)
-        if s.shape[0] == 1:
-            k = fftnc_torch(s[0] * x)
-            x = ifftnc_torch(torch.where(m, y[0], k)) / torch.where(s[0].abs() > 0, s[0], torch.ones_like(s[0]))
-            dc = "replace"
-        else:
-            x = _cg_data_consistency(x, y, s, m, DC_CG_MU, DC_CG_ITERATIONS)
-            dc = f"cg{DC_CG_ITERATIONS}(mu={DC_CG_MU})"
+        x, dc = _data_consistency(x, y, s, m, float(dc_mu), DC_CG_ITERATIONS) if final_dc else (x, "none")
     info = {"inr": inr, "iterations": int(iterations), "lr": float(lr), "tv_weight": float(tv_weight),
             "final_loss": loss_value, "data_consistency": dc, "scale": scale,
             "parameters": int(sum(p.numel() for p in model.parameters()))}
@@ -310,7 +367,7 @@ def reconstruct(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (INR only; sigpy CS runs on CPU).
         seed: INR initialisation seed.
         progress: tqdm bar for INR fitting.
-        **inr_options: ``hidden_features``, ``hidden_layers``, ``model_kwargs``, ``omega_0`` for
+        **inr_options: ``hidden_features``, ``hidden_layers``, ``model_kwargs``, ``omega_0``, ``dc_mu`` for
             :func:`inr_reconstruct`.
 
     Returns:
@@ -320,7 +377,7 @@ def reconstruct(
 
     if method not in RECON_METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {list(RECON_METHODS)}")
-    unknown = sorted(set(inr_options) - {"hidden_features", "hidden_layers", "model_kwargs", "omega_0"})
+    unknown = sorted(set(inr_options) - {"hidden_features", "hidden_layers", "model_kwargs", "omega_0", "dc_mu"})
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for reconstruct")
     if not isinstance(data, KSpaceData):

@@ -82,3 +82,22 @@ def test_cli_omega_0_reaches_siren_and_is_validated(tmp_path: Path, capsys: pyte
     out = tmp_path / "bad.nii.gz"
     assert main(["recon", "--image", str(path), "--output", str(out), "--inr", "kan", "--omega-0", "15"]) == 1
     assert not out.exists() and "--omega-0 applies to --method inr --inr siren" in capsys.readouterr().err
+
+
+def test_cli_dc_mu_reaches_the_multicoil_step_and_is_validated(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from kmunet.mri.fft import fftnc
+
+    yy, xx = np.mgrid[:24, :24] / 24
+    img = ((xx - 0.5) ** 2 + (yy - 0.5) ** 2 < 0.1).astype(float)
+    maps = np.stack([np.exp(-((xx - 0.2) ** 2)), 1j * np.exp(-((yy - 0.8) ** 2))])
+    np.save(tmp_path / "k.npy", fftnc(maps * img).astype(np.complex64))  # fully sampled 2-coil k-space
+    js, out = tmp_path / "m.json", tmp_path / "o.nii.gz"
+    argv = ["recon", "--kspace", str(tmp_path / "k.npy"), "--output", str(out), "--metrics-json", str(js),
+            "--iterations", "5", "--device", "cpu", "--no-progress", "--acceleration", "2", "--center-fraction", "0.3"]
+    assert main(argv + ["--dc-mu", "0.5"]) == 0
+    assert json.loads(js.read_text())["info"]["data_consistency"] == "cg10(mu=0.5)"
+    bad = tmp_path / "bad.nii.gz"
+    for extra, message in ((["--dc-mu", "0"], "--dc-mu must be > 0, got 0.0"),
+                           (["--dc-mu", "0.5", "--method", "cs-tv"], "--dc-mu applies to --method inr, not cs-tv")):
+        assert main(["recon", "--kspace", str(tmp_path / "k.npy"), "--output", str(bad), *extra]) == 1
+        assert not bad.exists() and message in capsys.readouterr().err

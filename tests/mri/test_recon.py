@@ -9,7 +9,7 @@ from kmunet.mri import make_mask
 from kmunet.mri.cs import tune_lambda
 from kmunet.mri.io import kspace_from_image
 from kmunet.mri.metrics import psnr
-from kmunet.mri.recon import inr_reconstruct, reconstruct, tune_inr
+from kmunet.mri.recon import data_consistency, inr_reconstruct, reconstruct, tune_inr
 
 
 def phantom(n: int = 32) -> np.ndarray:
@@ -54,6 +54,74 @@ def test_inr_multicoil_runs() -> None:
                       hidden_features=32, hidden_layers=1)
     assert res.info["data_consistency"].startswith("cg")
     assert np.isfinite(res.image).all()
+
+
+def _two_coil_case(n: int = 24) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(image, kspace, mask, maps)`` of the phantom seen by two smooth, normalised coils."""
+    from kmunet.mri.fft import fftnc
+
+    img = phantom(n)
+    yy, xx = np.mgrid[:n, :n] / n
+    maps = np.stack([np.exp(-((xx - 0.2) ** 2)), 1j * np.exp(-((yy - 0.8) ** 2))]).astype(np.complex64)
+    maps /= np.sqrt(np.sum(np.abs(maps) ** 2, 0))
+    return img, fftnc(maps * img), make_mask("random", (n, n), 2, 0.25, seed=1), maps
+
+
+def test_data_consistency_multicoil_against_direct_solve() -> None:
+    """The CG step equals the direct solution of (A^H A + mu I) x = A^H y + mu x0 (float64 numpy)."""
+    from kmunet.mri.fft import fftnc
+
+    img, k, mask, maps = _two_coil_case(12)
+    rng = np.random.default_rng(0)
+    x0 = (img + 0.1 * rng.standard_normal(img.shape) + 0.1j * rng.standard_normal(img.shape)).astype(np.complex64)
+    n = img.size
+    basis = np.eye(n).reshape(n, *img.shape)
+    # Columns of A (C*H*W x H*W): the masked coil k-spaces of every unit image.
+    a = np.stack([(fftnc(maps * b) * mask).ravel() for b in basis], axis=1)
+    mu = 0.3
+    lhs = a.conj().T @ a + mu * np.eye(n)
+    rhs = a.conj().T @ (k * mask).ravel() + mu * x0.ravel()
+    direct = np.linalg.solve(lhs, rhs).reshape(img.shape)
+    out, dc = data_consistency(x0, k, mask, maps, mu=mu, iterations=60)
+    assert dc == "cg60(mu=0.3)" and out.dtype == np.complex64
+    np.testing.assert_allclose(out, direct, atol=1e-4)
+    # A weaker estimate weight (smaller mu) moves the image closer to the samples.
+    res = [np.linalg.norm((fftnc(maps * data_consistency(x0, k, mask, maps, mu=m)[0]) - k) * mask) for m in (1.0, 0.05)]
+    assert res[1] < res[0]
+
+
+def test_data_consistency_single_coil_keeps_the_samples(case: tuple) -> None:
+    from kmunet.mri.fft import fftnc
+
+    data, mask, _ = case
+    x0 = np.zeros(data.shape, np.complex64)
+    out, dc = data_consistency(x0, data.kspace, mask, np.ones_like(data.kspace))
+    assert dc == "replace"
+    np.testing.assert_allclose(fftnc(out)[mask], data.kspace[0][mask], atol=1e-5)
+    np.testing.assert_allclose(fftnc(out)[~mask], 0, atol=1e-5)
+
+
+def test_final_dc_off_then_data_consistency_is_the_default_fit() -> None:
+    _, k, mask, maps = _two_coil_case()
+    opts = dict(inr="siren", iterations=15, hidden_features=16, hidden_layers=1, seed=3)
+    full, info = inr_reconstruct(k, mask, maps, dc_mu=0.2, **opts)
+    raw, raw_info = inr_reconstruct(k, mask, maps, final_dc=False, **opts)
+    assert info["data_consistency"] == "cg10(mu=0.2)" and raw_info["data_consistency"] == "none"
+    again, _ = data_consistency(raw, k, mask, maps, mu=0.2)
+    np.testing.assert_allclose(again, full, rtol=1e-4, atol=1e-4 * np.abs(full).max())
+    assert not np.allclose(raw, full)
+
+
+def test_data_consistency_bad_args() -> None:
+    img, k, mask, maps = _two_coil_case(8)
+    with pytest.raises(ValueError, match="mu must be > 0, got 0"):
+        data_consistency(img, k, mask, maps, mu=0.0)
+    with pytest.raises(ValueError, match="iterations must be a positive integer, got 0"):
+        data_consistency(img, k, mask, maps, iterations=0)
+    with pytest.raises(ValueError, match=r"got image \[4, 4\]"):
+        data_consistency(img[:4, :4], k, mask, maps)
+    with pytest.raises(ValueError, match="dc_mu must be > 0, got -1"):
+        inr_reconstruct(k, mask, maps, dc_mu=-1.0)
 
 
 @pytest.mark.parametrize("method", ["cs-tv", "cs-l1"])
