@@ -9,7 +9,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q torch==2.13.0
+    # TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu) picks the build where pip's own
+    # configuration does not already provide the CPU wheel (as it does on the CI machines).
+    .venv/bin/pip install -q torch==2.13.0 ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 if ! .venv/bin/python -c "import kmunet, monai, pytest, sigpy, highdicom" >/dev/null 2>&1 || [ pyproject.toml -nt .venv/.kmunet-installed ]; then
     # Keep the torch already installed (a plain 'torch' requirement would pull a multi-GB CUDA build).
