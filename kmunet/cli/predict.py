@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     ok = sum(c.status == "ok" for c in report.cases)
     kept = sum(c.status == "exists" for c in report.cases)
     warned = sum(bool(c.warning) for c in report.cases if c.status == "ok")
-    print(f"{ok} case(s) segmented{f' ({warned} with a warning: see above)' if warned else ''}, {kept} already done (kept; --overwrite redoes them), {len(report.failed)} failed, "
-          f"{len(report.skipped)} non-image file(s) ignored; report {report.report_json}")
+    noted = sum(bool(c.note) for c in report.cases if c.status == "exists")
+    print(f"{ok} case(s) segmented{f' ({warned} with a warning: see above)' if warned else ''}, {kept} already done "
+          f"(kept; --overwrite redoes them{f'; {noted} with a note: see above' if noted else ''}), "
+          f"{len(report.failed)} failed, {len(report.skipped)} other file(s) skipped (reasons in the report); "
+          f"report {report.report_json}")
     return report.exit_code

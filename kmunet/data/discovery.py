@@ -66,8 +66,11 @@ def _is_image_entry(path: Path) -> bool:
 
 
 def _discover_msd(root: Path) -> list[dict[str, Any]]:
-    with (root / "dataset.json").open() as f:
-        meta = json.load(f)
+    try:
+        with (root / "dataset.json").open() as f:
+            meta = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{root / 'dataset.json'}: not valid JSON ({err})") from None
     training = meta.get("training") if isinstance(meta, dict) else None
     if not isinstance(training, list):
         raise ValueError(f"{root / 'dataset.json'}: no 'training' list")
@@ -170,6 +173,26 @@ def discover_cases(data_cfg: DataConfig, root: str | Path | None = None) -> list
     if dupes:
         raise ValueError(f"{path}: duplicate case names {dupes}")
     return sorted(cases, key=lambda c: c["name"])
+
+
+def unpaired_labels(cases: Sequence[dict[str, Any]], root: Path, layout: str) -> list[Path]:
+    """Label files no case uses (an image missing, or misnamed), for the ``msd`` and ``folders`` layouts.
+
+    Args:
+        cases: :func:`discover_cases` output for ``root``.
+        root: the dataset folder.
+        layout: its resolved layout (``"drive"`` has no free-standing label folder: ``[]``).
+
+    Returns:
+        Sorted paths in ``labelsTr/`` (or ``labels/``) that are no case's ``"label"``.
+    """
+    if layout not in ("msd", "folders"):
+        return []
+    folder = root / "labelsTr" if layout == "msd" else _folder_pair(root)[1]
+    if not folder.is_dir():
+        return []
+    used = {Path(c["label"]).resolve() for c in cases if c.get("label")}
+    return sorted(p for p in folder.iterdir() if _is_image_entry(p) and p.resolve() not in used)
 
 
 def split_cases(

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from kmunet.config import ExperimentConfig
-from kmunet.data.discovery import detect_layout, discover_cases, resolve_root
+from kmunet.data.discovery import detect_layout, discover_cases, resolve_root, unpaired_labels
 from kmunet.data.io import load_array
 
 #: Problem severities: ``fatal`` stops training, ``warning`` is reported only.
@@ -144,7 +144,8 @@ def domain_warning(data_summary: dict[str, Any] | None, spacing: Any, shape: Any
     problems = []
     lo, hi = np.sort(smin) / DOMAIN_SPACING_FACTOR, np.sort(smax) * DOMAIN_SPACING_FACTOR
     if np.any(np.sort(sp) < lo) or np.any(np.sort(sp) > hi):
-        problems.append(f"voxel size {_fmt(sp)} mm vs {_fmt(smin)}-{_fmt(smax)} mm in training")
+        trained = _fmt(smin) if _fmt(smin) == _fmt(smax) else f"{_fmt(smin)}-{_fmt(smax)}"
+        problems.append(f"voxel size {_fmt(sp)} mm vs {trained} mm in training")
     if np.any(np.sort(sp * sh) > DOMAIN_EXTENT_FACTOR * np.sort(smax * shmax)):
         problems.append(f"field of view {_fmt(sp * sh)} mm vs at most {_fmt(smax * shmax)} mm in training")
     if not problems:
@@ -170,7 +171,8 @@ def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_case
     its spatial rank ``network.spatial_dims``; no NaN/inf; it has a label; image and label spatial
     shapes are equal and their affines agree within ``data.label_tolerance``; label values are
     integers in ``0..len(class_names) - 1`` (DRIVE: 0/255); the DRIVE field-of-view mask exists and
-    matches. Empty labels (background only) are warnings; everything else is fatal.
+    matches. Empty labels (background only) and label files no image uses are warnings; everything
+    else is fatal.
 
     Args:
         root: dataset folder (``None`` = ``config.data.root``).
@@ -199,6 +201,8 @@ def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_case
             message = message[len(prefix):] if message.startswith(prefix) else message
         report.add("fatal", report.root, message)
         return report
+    for orphan in unpaired_labels(cases, path, layout):
+        report.add("warning", orphan, "label without an image (no case uses it)")
     if max_cases is not None:
         cases = cases[:max_cases]
     report.n_cases = len(cases)

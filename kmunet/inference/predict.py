@@ -44,6 +44,9 @@ DEFAULT_CHECKPOINT = Path("checkpoints") / "hippocampus_kmunet.pt"
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 #: Valid ``fmt`` values.
 FORMATS: tuple[str, ...] = ("nifti", "dicom-seg")
+#: The run settings that decide what a mask looks like (recorded per case as ``made_with``).
+MASK_SETTINGS: tuple[str, ...] = ("kmunet_version", "checkpoints", "format", "sw_batch_size", "overlap", "tta",
+                                  "mirror_axes")
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -66,6 +69,10 @@ class CaseResult:
         png: written overlay, if requested.
         series_uid: ``SeriesInstanceUID`` for DICOM cases.
         warning: why the mask may be unreliable (input unlike the training data), ``""`` if none.
+        made_with: the settings (:data:`MASK_SETTINGS`) of the run that wrote the mask; a mask kept from
+            an earlier run keeps that run's.
+        note: what else a reader of the report should know, ``""`` if nothing: a kept mask made with
+            other settings than this run's, or an earlier output left in place when redoing a case failed.
     """
 
     case: str
@@ -81,6 +88,8 @@ class CaseResult:
     png: str = ""
     series_uid: str = ""
     warning: str = ""
+    made_with: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
 
 
 @dataclass
@@ -291,38 +300,60 @@ def _one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
-def _carry_over(report: PredictReport, out: Path) -> list[CaseResult]:
+def mask_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of a run's ``settings`` that decide what its masks look like (:data:`MASK_SETTINGS`)."""
+    return {k: settings[k] for k in MASK_SETTINGS if k in settings}
+
+
+def _differences(made_with: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """``"key old (this run: new)"`` for every mask setting in which an earlier run differs from this one."""
+    return [f"{k} {json.dumps(made_with.get(k))} (this run: {json.dumps(now.get(k))})"
+            for k in MASK_SETTINGS if made_with.get(k) != now.get(k)]
+
+
+def _carry_over(report: PredictReport, out: Path, emit: Callable[[str], None]) -> list[CaseResult]:
     """Keep what an earlier ``predict_report.json`` in ``out`` says about cases this run did not redo.
 
     A case of this run that was skipped because its output exists gets the earlier run's shape,
-    spacing and volumes; a case of the earlier report that this run did not see at all (another input)
-    is returned (unchanged) while its mask is still there. So re-running into a folder (a new scan
-    added, a failed one retried) leaves one report describing every mask in it.
+    spacing, volumes and ``made_with`` (with a ``note``, also emitted, when those settings differ from
+    this run's); a case of the earlier report that this run did not see at all (another input) is
+    returned (unchanged) while its mask is still there. So re-running into a folder (a new scan added,
+    a failed one retried) leaves one report describing every mask in it, each with the settings it was
+    made with.
 
     Returns:
         The earlier cases to add to the written report (``report.cases`` itself stays this run's).
     """
     path = out / "predict_report.json"
     try:
-        earlier = json.loads(path.read_text(encoding="utf-8"))["cases"]
-        earlier = {str(c["case"]): c for c in earlier if isinstance(c, dict) and "case" in c}
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        earlier = {str(c["case"]): c for c in data["cases"] if isinstance(c, dict) and "case" in c}
+        earlier_settings = mask_settings(data.get("settings") or {})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return []
     fields = set(CaseResult.__dataclass_fields__)
+    now = mask_settings(report.settings)
     seen = set()
     for res in report.cases:
         seen.add(res.case)
         old = earlier.get(res.case)
         if res.status == "exists" and old and old.get("status") in ("ok", "exists") and old.get("input") == res.input:
-            for key in ("shape", "spacing", "volumes_mm3", "seconds", "probabilities", "png", "output"):
+            for key in ("shape", "spacing", "volumes_mm3", "seconds", "probabilities", "png", "output", "warning"):
                 if key in old:
                     setattr(res, key, old[key])
-    return [CaseResult(**{k: v for k, v in old.items() if k in fields}) for name, old in earlier.items()
+            # Reports written before made_with existed: their run's settings made every mask in them.
+            res.made_with = dict(old.get("made_with") or earlier_settings)
+            diff = _differences(res.made_with, now)
+            if diff:
+                res.note = "kept from an earlier run with other settings: " + "; ".join(diff)
+                emit(f"note: {res.output or res.case}: {res.note} (use --overwrite to redo it)")
+    return [CaseResult(**{"made_with": earlier_settings, **{k: v for k, v in old.items() if k in fields}})
+            for name, old in earlier.items()
             if name not in seen and old.get("output") and Path(old["output"]).exists()]
 
 
-def _write_reports(report: PredictReport, out: Path, suffix: str) -> None:
-    carried = [] if suffix else _carry_over(report, out)
+def _write_reports(report: PredictReport, out: Path, suffix: str, emit: Callable[[str], None]) -> None:
+    carried = [] if suffix else _carry_over(report, out, emit)
     full = replace(report, cases=report.cases + carried)
     report.report_json = str(out / f"predict_report{suffix}.json")
     report.report_csv = str(out / f"predict_report{suffix}.csv")
@@ -331,13 +362,13 @@ def _write_reports(report: PredictReport, out: Path, suffix: str) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["case", "input", "output", "status", "error", "shape", "spacing", "seconds", "series_uid",
-                     "warning"] + [f"volume_mm3_{n}" for n in names])
+                     "warning", "note"] + [f"volume_mm3_{n}" for n in names])
     for c in full.cases:
         writer.writerow([c.case, c.input, c.output, c.status, c.error, "x".join(map(str, c.shape)),
-                         "x".join(f"{s:.6g}" for s in c.spacing), f"{c.seconds:.3f}", c.series_uid, c.warning]
+                         "x".join(f"{s:.6g}" for s in c.spacing), f"{c.seconds:.3f}", c.series_uid, c.warning, c.note]
                         + [f"{c.volumes_mm3[n]:.3f}" if n in c.volumes_mm3 else "" for n in names])
     for f, r in report.skipped:
-        writer.writerow(["", f, "", "skipped", r, "", "", "", "", ""] + [""] * len(names))
+        writer.writerow(["", f, "", "skipped", r, "", "", "", "", "", ""] + [""] * len(names))
     write_text_atomic(report.report_csv, buf.getvalue())
 
 
@@ -371,7 +402,8 @@ def predict_folder(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         fmt: ``"nifti"`` or ``"dicom-seg"`` (DICOM inputs; NIfTI inputs still get NIfTI masks).
         save_probabilities: also write ``<case>_probabilities.nii.gz`` (softmax, ``(x, y, z, K)``).
-        png: also write ``<case>.png`` (mask contours over the three mid-planes).
+        png: also write ``<case>.png`` (mask contours over the three mid-planes of a volume, or over a 2D
+            image; ``<case>_overlay.png`` for PNG/TIF/GIF inputs, whose mask is ``<case>.png``).
         overwrite: replace existing outputs (otherwise such cases get status ``"exists"``).
         allow_output_in_input: permit ``output_dir`` inside ``input_path``.
         predictor: inject a callable ``(B, C, *roi) -> logits`` instead of a checkpoint (tests, demos).
@@ -404,7 +436,8 @@ def predict_folder(
     src_dir = (src if src.is_dir() else src.parent).resolve()
     out_res = out.resolve()
     if not allow_output_in_input and (out_res == src_dir or src_dir in out_res.parents):
-        raise ValueError(f"output folder {out} is inside the input folder {src_dir}; choose another or allow it explicitly")
+        raise ValueError(f"output folder {out} is inside the input folder {src_dir}; choose another or allow it explicitly "
+                         "(--allow-output-in-input; allow_output_in_input=True in Python)")
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} exists and is not a folder")
 
@@ -461,14 +494,16 @@ def predict_folder(
         as_seg = fmt == "dicom-seg" and case.kind == "dicom"
         target = out / (f"{case.name}_seg.dcm" if as_seg else f"{case.name}.png" if case.kind == "raster"
                         else f"{case.name}.nii.gz")
+        # A raster case's mask is <case>.png already, so its overlay gets another name.
+        overlay = out / (f"{case.name}_overlay.png" if case.kind == "raster" else f"{case.name}.png")
+        wanted = [target]
+        wanted += [out / f"{case.name}_probabilities.nii.gz"] if save_probabilities else []
+        wanted += [overlay] if png else []
         written: list[Path] = []
         try:
             if fmt == "dicom-seg" and case.kind != "dicom":
                 emit(f"note: {case.path}: DICOM-SEG needs a DICOM series input; writing "
                      f"{'a PNG' if case.kind == 'raster' else 'NIfTI'}")
-            wanted = [target]
-            wanted += [out / f"{case.name}_probabilities.nii.gz"] if save_probabilities else []
-            wanted += [out / f"{case.name}.png"] if png and dims == 3 else []  # overlays are 3D only
             present = [w for w in wanted if w.exists()]
             if present and not overwrite:
                 res.status, res.output = "exists", str(target) if target.exists() else ""
@@ -481,6 +516,9 @@ def predict_folder(
             res.shape = [int(s) for s in image.spatial_shape]
             res.spacing = [float(z) for z in zooms]
             res.warning = domain_warning(loaded.data_summary, res.spacing, res.shape)
+            if image.array.size and float(np.min(image.array)) == float(np.max(image.array)):
+                res.warning = "; ".join(filter(None, [f"the image is constant ({float(np.min(image.array)):.6g} everywhere): "
+                                                      "the mask is meaningless", res.warning]))
             if res.warning:
                 emit(f"warning: {case.path}: {res.warning}")
             mask, probs = predict_image(image, loaded.predictor, params, device=dev, sw_batch_size=sw,
@@ -505,12 +543,13 @@ def predict_folder(
                 write_like_input(ppath, np.moveaxis(probs, 0, -1), image, np.float32)
                 written.append(ppath)
                 res.probabilities = str(ppath)
-            if png and len(image.spatial_shape) == 3:
-                ppng = out / f"{case.name}.png"
-                write_overlay_png(ppng, image.array[0], mask, title=case.name, spacing=res.spacing)
-                written.append(ppng)
-                res.png = str(ppng)
-            res.status = "ok"
+            if png:
+                rgb = case.kind == "raster" and image.array.shape[0] == 3
+                shown = np.moveaxis(image.array, 0, -1) if rgb else image.array[0]  # (H, W, 3) or (*spatial)
+                write_overlay_png(overlay, shown, mask, title=case.name, spacing=res.spacing, raster=case.kind == "raster")
+                written.append(overlay)
+                res.png = str(overlay)
+            res.status, res.made_with = "ok", mask_settings(report.settings)
             del image, mask, probs
         except Exception as err:  # noqa: BLE001 - one bad case must never take down the batch
             res.status, res.error = "failed", _one_line(err)
@@ -518,18 +557,22 @@ def predict_folder(
             for path in written:  # a failed case leaves none of its outputs
                 path.unlink(missing_ok=True)
             emit(f"error: {case.path}: {res.error}")
+            left = [w.name for w in wanted if w.exists()]  # --overwrite: outputs of an earlier run are not lost
+            if left:
+                res.note = f"redoing it failed; the earlier output ({', '.join(left)}) was left in place"
+                emit(f"note: {case.name}: {res.note}")
         res.seconds = round(time.perf_counter() - start, 4)
         report.cases.append(res)
         if dev.type == "cuda":
             torch.cuda.empty_cache()
 
-    _write_reports(report, out, f".rank{rank}" if world > 1 else "")
+    _write_reports(report, out, f".rank{rank}" if world > 1 else "", emit)
     if world > 1:
-        _merge_rank_reports(report, out, rank, world)
+        _merge_rank_reports(report, out, rank, world, emit)
     return report
 
 
-def _merge_rank_reports(report: PredictReport, out: Path, rank: int, world: int) -> None:
+def _merge_rank_reports(report: PredictReport, out: Path, rank: int, world: int, emit: Callable[[str], None]) -> None:
     """Under torchrun: wait for every rank (gloo barrier), then rank 0 writes the merged report.
 
     Needs a process group (torchrun sets ``MASTER_ADDR``/``MASTER_PORT``); without one the per-rank
@@ -554,7 +597,7 @@ def _merge_rank_reports(report: PredictReport, out: Path, rank: int, world: int)
                 data = json.loads((out / f"predict_report.rank{r}.json").read_text(encoding="utf-8"))
                 merged.cases += [CaseResult(**c) for c in data["cases"]]
             merged.cases.sort(key=lambda c: c.case)
-            _write_reports(merged, out, "")
+            _write_reports(merged, out, "", emit)
         dist.barrier()
     finally:
         if created:

@@ -126,19 +126,23 @@ def _write_raster_mask(path: Path, mask: np.ndarray, binary: bool) -> Path:
 
 
 def write_overlay_png(path: str | Path, image: np.ndarray, mask: np.ndarray, title: str = "",
-                      spacing: Sequence[float] | None = None) -> Path:
-    """Save mask contours over the three mid-planes of ``image`` (``(x, y, z)`` arrays) as a PNG.
+                      spacing: Sequence[float] | None = None, raster: bool = False) -> Path:
+    """Save mask contours over ``image`` as a PNG.
 
-    ``spacing`` (voxel size per array axis, mm) gives each plane its true aspect ratio (6 mm slices
-    are drawn 6 times as tall as 1 mm pixels); None draws square pixels.
+    A volume (``(x, y, z)`` arrays) is drawn as its three mid-planes; a 2D ``mask`` as one panel over
+    ``image`` (``(x, y)`` for NIfTI planes, or with ``raster=True`` a ``(rows, cols)`` or RGB
+    ``(rows, cols, 3)`` picture drawn as it is displayed). ``spacing`` (voxel size per array axis, mm)
+    gives each plane its true aspect ratio (6 mm slices are drawn 6 times as tall as 1 mm pixels);
+    None draws square pixels.
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    if mask.ndim == 2:
+        return _write_overlay_2d(path, image, mask, title, spacing, raster)
     labels = [int(v) for v in np.unique(mask) if v != 0]
-    cmap = plt.get_cmap("tab10")
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
     planes: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = [
         ("first axis, mid-plane", lambda a: a[a.shape[0] // 2, :, :]),
@@ -150,12 +154,27 @@ def write_overlay_png(path: str | Path, image: np.ndarray, mask: np.ndarray, tit
         img2d, m2d = take(image).T, take(mask).T
         cols, rows = [a for a in range(3) if a != k]  # after .T: rows follow the later array axis
         ax.imshow(img2d, cmap="gray", origin="lower", interpolation="nearest", aspect=sp[rows] / sp[cols])
-        for i, lab in enumerate(labels):
-            sel = (m2d == lab).astype(np.float32)
-            if sel.any() and min(sel.shape) > 1:
-                ax.contour(sel, levels=[0.5], colors=[cmap(i % 10)], linewidths=1.0)
+        _contours(ax, m2d, labels)
         ax.set_title(label)
         ax.axis("off")
+    return _save_figure(fig, path, title)
+
+
+def _contours(ax: Any, mask2d: np.ndarray, labels: Sequence[int]) -> None:
+    """One contour colour per label (tab10) of a 2D mask."""
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("tab10")
+    for i, lab in enumerate(labels):
+        sel = (mask2d == lab).astype(np.float32)
+        if sel.any() and min(sel.shape) > 1:
+            ax.contour(sel, levels=[0.5], colors=[cmap(i % 10)], linewidths=1.0)
+
+
+def _save_figure(fig: Any, path: str | Path, title: str) -> Path:
+    """Title, lay out and atomically write ``fig`` as a PNG, then close it."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -163,3 +182,26 @@ def write_overlay_png(path: str | Path, image: np.ndarray, mask: np.ndarray, tit
         fig.savefig(str(tmp), format="png", dpi=80)
     plt.close(fig)
     return Path(path)
+
+
+def _write_overlay_2d(path: str | Path, image: np.ndarray, mask: np.ndarray, title: str,
+                      spacing: Sequence[float] | None, raster: bool) -> Path:
+    """One panel of :func:`write_overlay_png` for a 2D mask."""
+    import matplotlib.pyplot as plt
+
+    img = np.asarray(image, dtype=np.float64)
+    if img.shape[:2] != mask.shape or img.ndim not in (2, 3):
+        raise ValueError(f"overlay image shape {list(img.shape)} does not match the mask {list(mask.shape)}")
+    if not raster:  # NIfTI (x, y): x to the right, y up, as the 3D planes are drawn
+        img, mask = np.swapaxes(img, 0, 1), mask.T
+    if img.ndim == 3:  # RGB: scale to [0, 1] for imshow
+        lo, hi = float(img.min()), float(img.max())
+        img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    sp = [1.0, 1.0] if spacing is None else [float(v) for v in spacing]
+    aspect = sp[0] / sp[1] if raster else sp[1] / sp[0]
+    fig, ax = plt.subplots(1, 1, figsize=(6, 6 * mask.shape[0] / max(mask.shape[1], 1) + 0.4))
+    ax.imshow(img, cmap=None if img.ndim == 3 else "gray", origin="upper" if raster else "lower",
+              interpolation="nearest", aspect=aspect)
+    _contours(ax, mask, [int(v) for v in np.unique(mask) if v != 0])
+    ax.axis("off")
+    return _save_figure(fig, path, title)

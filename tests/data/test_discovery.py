@@ -91,6 +91,9 @@ def test_discovery_errors(tmp_path: Path) -> None:
     (tmp_path / "dataset.json").write_text(json.dumps({"name": "x"}))
     with pytest.raises(ValueError, match="training"):
         discover_cases(DataConfig(root=str(tmp_path)))
+    (tmp_path / "dataset.json").write_text('{"name": "x",\n')  # cut off mid-file
+    with pytest.raises(ValueError, match=r"dataset.json: not valid JSON \(Expecting property name"):
+        discover_cases(DataConfig(root=str(tmp_path)))
 
 
 def test_real_hippocampus_discovery(shared_data: Path) -> None:

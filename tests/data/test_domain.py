@@ -22,6 +22,9 @@ def test_voxel_size_and_field_of_view_are_flagged() -> None:
     big = domain_warning(SUMMARY, [1.0, 1.0, 1.0], [256, 256, 180])
     assert "field of view" in big and "voxel size" not in big
     assert "unreliable" in domain_warning(SUMMARY, [0.43, 0.43, 6.5], [512, 512, 22])
+    assert "voxel size 0.4x1x1 mm vs 1x1x1-1.2x1x1.5 mm in training" in fine
+    one_spacing = {**SUMMARY, "spacing_max": [1.0, 1.0, 1.0]}  # trained on one voxel size: no range
+    assert "voxel size 0.4x1x1 mm vs 1x1x1 mm in training" in domain_warning(one_spacing, [0.4, 1.0, 1.0], [35, 51, 35])
 
 
 def test_no_summary_or_other_dimensionality_means_no_check() -> None:

@@ -70,6 +70,15 @@ def test_each_planted_problem_is_caught(folders3d: Path) -> None:
     assert report.summary["empty_labels"] == ["synth_005"]
 
 
+def test_a_label_without_its_image_is_a_warning(folders3d: Path) -> None:
+    (folders3d / "images" / "synth_002.nii.gz").unlink()
+    report = validate_dataset(folders3d, make_config(folders3d))
+    assert report.ok and report.n_cases == 5
+    assert [(Path(p.file).name, p.message) for p in report.warnings] == [
+        ("synth_002.nii.gz", "label without an image (no case uses it)")]
+    assert Path(report.warnings[0].file).parent.name == "labels"
+
+
 def test_affine_tolerance_is_configurable(folders3d: Path) -> None:
     lab = nib.load(folders3d / "labels" / "synth_000.nii.gz")
     aff = lab.affine.copy()

@@ -104,3 +104,33 @@ def test_2d_domain_warning_uses_two_axes(tmp_path: Path) -> None:
                             log=lambda line: None, sw_batch_size=8)
     assert report.cases[0].spacing == [1.0, 1.0]
     assert "field of view" in report.cases[0].warning
+
+
+def test_2d_overlay_png_is_written_beside_the_mask(tmp_path: Path) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    _rgb_image(inp / "eye.png")
+    report = predict_folder(inp, out, predictor=_red_predictor, preprocessing=DRIVE_PARAMS, device="cpu",
+                            progress=False, png=True)
+    (case,) = report.cases
+    assert case.png == str(out / "eye_overlay.png") and case.output == str(out / "eye.png")
+    overlay = np.asarray(Image.open(out / "eye_overlay.png"))
+    assert overlay.ndim == 3 and overlay.shape[2] in (3, 4) and overlay.std() > 0  # a drawn picture
+    assert np.asarray(Image.open(out / "eye.png")).shape == (45, 61)  # the mask itself is untouched
+    again = predict_folder(inp, out, predictor=_red_predictor, preprocessing=DRIVE_PARAMS, device="cpu",
+                           progress=False, png=True)
+    assert [c.status for c in again.cases] == ["exists"]  # the overlay counts as an output of the case
+
+
+def test_overlay_png_2d_checks_its_shapes(tmp_path: Path) -> None:
+    from kmunet.inference.writers import write_overlay_png
+
+    img = np.random.default_rng(0).random((12, 20))
+    mask = np.zeros((12, 20), np.uint8)
+    mask[3:6, 4:9] = 1
+    for raster in (True, False):
+        path = write_overlay_png(tmp_path / f"o{raster}.png", img, mask, title="t", spacing=(1.0, 2.0), raster=raster)
+        assert np.asarray(Image.open(path)).std() > 0
+    with pytest.raises(ValueError, match=r"overlay image shape \[20, 12\] does not match the mask \[12, 20\]"):
+        write_overlay_png(tmp_path / "bad.png", img.T, mask, raster=True)
+    assert not (tmp_path / "bad.png").exists()

@@ -307,3 +307,53 @@ def test_predict_with_an_ensemble_of_checkpoints(tmp_path: Path, tiny_checkpoint
     renamed = make_tiny_checkpoint(tmp_path / "renamed.pt", {"class_names": ["background", "head", "tail"]})
     with pytest.raises(ValueError, match=r"renamed.pt: cannot be ensembled .* differ in class_names"):
         predict_folder(inp, tmp_path / "three", [tiny_checkpoint, renamed], device="cpu", progress=False)
+
+
+def test_kept_masks_made_with_other_settings_get_a_note(tmp_path: Path) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+
+    def _predict(inp: Path, out: Path, **kw: object):  # a model trained with left-right flips
+        return predict_folder(inp, out, predictor=threshold_predictor, preprocessing={**PARAMS, "mirror_axes": [0]},
+                              device="cpu", progress=False, **kw)
+
+    save_nifti(inp / "a.nii.gz", make_volume(), np.eye(4))
+    first = _predict(inp, out)
+    assert first.cases[0].made_with["tta"] is False and first.cases[0].note == ""
+    lines: list[str] = []
+    same = _predict(inp, out, log=lines.append)  # same settings: kept silently
+    assert same.cases[0].status == "exists" and same.cases[0].note == "" and not any("note" in x for x in lines)
+    second = _predict(inp, out, tta=True, log=lines.append)
+    (case,) = second.cases
+    assert case.status == "exists" and case.made_with["tta"] is False  # the settings the kept mask was made with
+    assert "tta false (this run: true)" in case.note and "mirror_axes [] (this run: [0])" in case.note
+    assert any(x.startswith("note: ") and "use --overwrite to redo it" in x for x in lines)
+    saved = json.loads((out / "predict_report.json").read_text())
+    assert saved["settings"]["tta"] is True and saved["cases"][0]["made_with"]["tta"] is False
+    assert "tta false (this run: true)" in (out / "predict_report.csv").read_text()
+    redone = _predict(inp, out, tta=True, overwrite=True)
+    assert redone.cases[0].status == "ok" and redone.cases[0].made_with["tta"] is True and redone.cases[0].note == ""
+
+
+def test_a_failed_redo_says_the_earlier_output_was_left(tmp_path: Path) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    save_nifti(inp / "a.nii.gz", make_volume(), np.eye(4))
+    _predict(inp, out)
+    before = (out / "a.nii.gz").read_bytes()
+    (inp / "a.nii.gz").write_bytes(b"truncated")
+    lines: list[str] = []
+    report = _predict(inp, out, overwrite=True, log=lines.append)
+    (case,) = report.cases
+    assert case.status == "failed" and case.output == ""
+    assert case.note == "redoing it failed; the earlier output (a.nii.gz) was left in place"
+    assert (out / "a.nii.gz").read_bytes() == before  # nothing lost
+    assert any(x == f"note: a: {case.note}" for x in lines)
+
+
+def test_constant_image_gets_a_warning(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    save_nifti(inp / "blank.nii.gz", np.zeros((8, 8, 8), np.float32), np.eye(4))
+    (case,) = _predict(inp, tmp_path / "out").cases
+    assert case.status == "ok" and case.warning.startswith("the image is constant (0 everywhere): the mask is meaningless")
