@@ -231,13 +231,14 @@ def _read_twix(path: Path, slice_index: int | None) -> tuple[np.ndarray, tuple[f
         counts[int(m.cLin)] += 1
     k[:, counts > 0] /= counts[counts > 0][None, :, None]  # average repeated lines
     k = remove_readout_oversampling(k, 2)
-    spacing = None
+    spacing, thickness = None, None
     try:
         sl = scan["hdr"]["MeasYaps"]["sSliceArray"]["asSlice"][0]
         spacing = (float(sl["dPhaseFOV"]) / k.shape[1], float(sl["dReadoutFOV"]) / k.shape[2])
+        thickness = float(sl["dThickness"])
     except (KeyError, TypeError, ValueError, IndexError):
         pass
-    return k, spacing
+    return k, spacing, thickness
 
 
 def load_kspace(path: str | Path, slice_index: int | None = None) -> KSpaceData:
@@ -263,14 +264,14 @@ def load_kspace(path: str | Path, slice_index: int | None = None) -> KSpaceData:
         return _finish(k, None, None, path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    spacing = None
+    spacing = thickness = None
     mask = None
     if suffix in (".npy", ".npz"):
         k, mask = _read_numpy(path)
     elif suffix in (".h5", ".hdf5"):
         k = _read_h5(path, slice_index)
     else:
-        k, spacing = _read_twix(path, slice_index)
+        k, spacing, thickness = _read_twix(path, slice_index)
     k = np.asarray(k)
     if k.ndim not in (2, 3) or k.size == 0:
         raise ValueError(f"{path}: k-space must be (H, W) or (C, H, W), got shape {list(k.shape)}")
@@ -278,16 +279,19 @@ def load_kspace(path: str | Path, slice_index: int | None = None) -> KSpaceData:
         raise ValueError(f"{path}: k-space must be complex, got dtype {k.dtype}")
     if not np.all(np.isfinite(k)):
         raise ValueError(f"{path}: k-space contains NaN or infinite values")
-    return _finish(k, mask, spacing, path)
+    return _finish(k, mask, spacing, path, thickness)
 
 
-def _finish(k: np.ndarray, mask: np.ndarray | None, spacing: tuple[float, float] | None, path: Path) -> KSpaceData:
+def _finish(k: np.ndarray, mask: np.ndarray | None, spacing: tuple[float, float] | None, path: Path,
+            thickness: float | None = None) -> KSpaceData:
+    """``KSpaceData`` with a diagonal affine from the pixel spacing (and slice thickness) when known."""
     k = k[None] if k.ndim == 2 else k
     if mask is None:
         mask = sampled_mask(k)
     affine = None
     if spacing is not None:
-        affine = np.diag([spacing[0], spacing[1], 1.0, 1.0])
+        slab = thickness if thickness is not None and thickness > 0 else 1.0
+        affine = np.diag([spacing[0], spacing[1], slab, 1.0])
     return KSpaceData(kspace=k, mask=mask, affine=affine, spacing=spacing, source=str(path))
 
 

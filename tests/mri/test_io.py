@@ -103,6 +103,9 @@ def test_shared_twix(shared_data: Path) -> None:
     # DC near the centre after oversampling removal
     peak = np.unravel_index(np.argmax(np.abs(d.kspace).sum(0)), d.shape)
     assert abs(peak[0] - 80) < 8 and abs(peak[1] - 80) < 8
+    # geometry from the protocol: 200 mm FOV / 160 pixels in-plane, 4 mm slice
+    np.testing.assert_allclose(d.spacing, (1.25, 1.25))
+    np.testing.assert_allclose(d.affine, np.diag([1.25, 1.25, 4.0, 1.0]))
 
 
 def test_simulate_from_one_dicom_file_takes_its_slice(shared_data: Path) -> None:
