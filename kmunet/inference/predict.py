@@ -516,6 +516,11 @@ def predict_folder(
             res.shape = [int(s) for s in image.spatial_shape]
             res.spacing = [float(z) for z in zooms]
             res.warning = domain_warning(loaded.data_summary, res.spacing, res.shape)
+            unit = image.nifti.header.get_xyzt_units()[0] if image.nifti is not None else "mm"
+            if unit not in ("mm", "unknown"):  # nibabel (and kmunet) read NIfTI affines as mm
+                res.warning = "; ".join(filter(None, [f"the NIfTI header gives spatial units of {unit!r}, read here "
+                                                      "as mm (voxel sizes and volumes are off by that factor)",
+                                                      res.warning]))
             if image.array.size and float(np.min(image.array)) == float(np.max(image.array)):
                 res.warning = "; ".join(filter(None, [f"the image is constant ({float(np.min(image.array)):.6g} everywhere): "
                                                       "the mask is meaningless", res.warning]))

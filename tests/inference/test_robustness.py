@@ -357,3 +357,15 @@ def test_constant_image_gets_a_warning(tmp_path: Path) -> None:
     save_nifti(inp / "blank.nii.gz", np.zeros((8, 8, 8), np.float32), np.eye(4))
     (case,) = _predict(inp, tmp_path / "out").cases
     assert case.status == "ok" and case.warning.startswith("the image is constant (0 everywhere): the mask is meaningless")
+
+
+def test_nifti_spatial_units_other_than_mm_get_a_warning(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    img = nib.Nifti1Image(make_volume(), np.eye(4))
+    img.header.set_xyzt_units("micron", "sec")
+    nib.save(img, str(inp / "um.nii.gz"))
+    save_nifti(inp / "mm.nii.gz", make_volume(), np.eye(4))
+    cases = {c.case: c for c in _predict(inp, tmp_path / "out").cases}
+    assert cases["um"].status == "ok" and "spatial units of 'micron', read here as mm" in cases["um"].warning
+    assert "spatial units" not in cases["mm"].warning
