@@ -69,7 +69,7 @@ def _discover_msd(root: Path) -> list[dict[str, Any]]:
     try:
         with (root / "dataset.json").open() as f:
             meta = json.load(f)
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{root / 'dataset.json'}: not valid JSON ({err})") from None
     training = meta.get("training") if isinstance(meta, dict) else None
     if not isinstance(training, list):

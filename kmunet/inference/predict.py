@@ -44,9 +44,9 @@ DEFAULT_CHECKPOINT = Path("checkpoints") / "hippocampus_kmunet.pt"
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 #: Valid ``fmt`` values.
 FORMATS: tuple[str, ...] = ("nifti", "dicom-seg")
-#: The run settings that decide what a mask looks like (recorded per case as ``made_with``).
-MASK_SETTINGS: tuple[str, ...] = ("kmunet_version", "checkpoints", "format", "sw_batch_size", "overlap", "tta",
-                                  "mirror_axes")
+#: The run settings that decide what a mask looks like (recorded per case as ``made_with``; ``format``
+#: matters for DICOM inputs only, and the device and sliding-window batch size change no mask).
+MASK_SETTINGS: tuple[str, ...] = ("kmunet_version", "checkpoints", "format", "overlap", "tta", "mirror_axes")
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -58,7 +58,8 @@ class CaseResult:
     Attributes:
         case: output stem.
         input: input file (NIfTI) or the folder of the DICOM series.
-        output: written mask (NIfTI or DICOM-SEG), ``""`` when none.
+        output: written mask (NIfTI or DICOM-SEG), ``""`` when none (a failed ``overwrite`` redo names the
+            earlier mask it left in place, and keeps that mask's shape, volumes and ``made_with``).
         status: ``"ok"``, ``"failed"`` or ``"exists"`` (output present, ``overwrite`` not set).
         error: one-line reason when failed.
         shape: input spatial shape.
@@ -301,14 +302,22 @@ def _one_line(err: BaseException) -> str:
 
 
 def mask_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of a run's ``settings`` that decide what its masks look like (:data:`MASK_SETTINGS`)."""
+    """The entries of a run's settings that decide what its masks look like.
+
+    Args:
+        settings: a :class:`PredictReport`'s ``settings`` (or those stored in a ``predict_report.json``).
+
+    Returns:
+        The :data:`MASK_SETTINGS` entries ``settings`` has.
+    """
     return {k: settings[k] for k in MASK_SETTINGS if k in settings}
 
 
-def _differences(made_with: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    """``"key old (this run: new)"`` for every mask setting in which an earlier run differs from this one."""
-    return [f"{k} {json.dumps(made_with.get(k))} (this run: {json.dumps(now.get(k))})"
-            for k in MASK_SETTINGS if made_with.get(k) != now.get(k)]
+def _differences(made_with: Mapping[str, Any], now: Mapping[str, Any], dicom: bool) -> list[str]:
+    """``"key old (this run: new)"`` for each mask setting an earlier run recorded and this run changed."""
+    keys = [k for k in MASK_SETTINGS if k in made_with and (dicom or k != "format")]
+    return [f"{k} {json.dumps(made_with[k])} (this run: {json.dumps(now.get(k))})" for k in keys
+            if made_with[k] != now.get(k)]
 
 
 def _carry_over(report: PredictReport, out: Path, emit: Callable[[str], None]) -> list[CaseResult]:
@@ -337,16 +346,22 @@ def _carry_over(report: PredictReport, out: Path, emit: Callable[[str], None]) -
     for res in report.cases:
         seen.add(res.case)
         old = earlier.get(res.case)
-        if res.status == "exists" and old and old.get("status") in ("ok", "exists") and old.get("input") == res.input:
-            for key in ("shape", "spacing", "volumes_mm3", "seconds", "probabilities", "png", "output", "warning"):
-                if key in old:
-                    setattr(res, key, old[key])
-            # Reports written before made_with existed: their run's settings made every mask in them.
-            res.made_with = dict(old.get("made_with") or earlier_settings)
-            diff = _differences(res.made_with, now)
-            if diff:
-                res.note = "kept from an earlier run with other settings: " + "; ".join(diff)
-                emit(f"note: {res.output or res.case}: {res.note} (use --overwrite to redo it)")
+        # The mask in the folder is the earlier run's: this run kept it, or failed to redo it (overwrite).
+        kept = res.status == "exists" or (res.status == "failed" and bool(res.note))
+        if not (kept and old and old.get("output") and Path(old["output"]).exists() and old.get("input") == res.input):
+            continue
+        for key in ("shape", "spacing", "volumes_mm3", "probabilities", "png", "output", "warning"):
+            if key in old:
+                setattr(res, key, old[key])
+        if res.status == "exists":
+            res.seconds = old.get("seconds", res.seconds)
+        # Reports written before made_with existed: their run's settings made every mask in them.
+        made_with = old["made_with"] if "made_with" in old else earlier_settings
+        res.made_with = dict(made_with) if isinstance(made_with, dict) else {}
+        diff = _differences(res.made_with, now, dicom=bool(res.series_uid))
+        if diff and res.status == "exists":
+            res.note = "kept from an earlier run with other settings: " + "; ".join(diff)
+            emit(f"note: {res.output or res.case}: {res.note} (use --overwrite to redo it)")
     return [CaseResult(**{"made_with": earlier_settings, **{k: v for k, v in old.items() if k in fields}})
             for name, old in earlier.items()
             if name not in seen and old.get("output") and Path(old["output"]).exists()]
@@ -473,6 +488,11 @@ def predict_folder(
     out.mkdir(parents=True, exist_ok=True)
     dims, chans = int(params.get("spatial_dims", 3)), int(params.get("in_channels") or 1)
     all_cases, skipped = discover_cases(src, exclude=out, raster=dims == 2)
+    case_names = {c.name for c in all_cases}
+    clash = sorted(c.name for c in all_cases if png and c.kind == "raster" and f"{c.name}_overlay" in case_names)
+    if clash:
+        raise ValueError(f"{src}: the --png overlay of {clash[0]} would overwrite the mask of {clash[0]}_overlay; "
+                         "rename one of them or leave out --png")
     cases, rank, world = _shard(all_cases)
     from kmunet import __version__
 

@@ -199,7 +199,8 @@ def _write_overlay_2d(path: str | Path, image: np.ndarray, mask: np.ndarray, tit
         img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
     sp = [1.0, 1.0] if spacing is None else [float(v) for v in spacing]
     aspect = sp[0] / sp[1] if raster else sp[1] / sp[0]
-    fig, ax = plt.subplots(1, 1, figsize=(6, 6 * mask.shape[0] / max(mask.shape[1], 1) + 0.4))
+    height = min(max(6 * mask.shape[0] * aspect / max(mask.shape[1], 1), 1.5), 12.0)  # inches, bounded
+    fig, ax = plt.subplots(1, 1, figsize=(6, height + 0.4))
     ax.imshow(img, cmap=None if img.ndim == 3 else "gray", origin="upper" if raster else "lower",
               interpolation="nearest", aspect=aspect)
     _contours(ax, mask, [int(v) for v in np.unique(mask) if v != 0])

@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from kmunet.checks import check_int
+from kmunet.checks import check_int, check_positive
 
 __all__ = [
     "INR_MODELS",
@@ -49,12 +49,6 @@ from kmunet.options import INR_MODELS  # noqa: E402  (names shared with the CLI)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
 def _check_dtype(dtype: torch.dtype | None) -> torch.dtype:
     dtype = torch.get_default_dtype() if dtype is None else dtype
     if dtype not in (torch.float32, torch.float64):
@@ -196,8 +190,8 @@ class SIREN(CoordinateNet):
         super().__init__(in_features, out_features, complex_output)
         check_int("hidden_features", hidden_features)
         check_int("hidden_layers", hidden_layers, minimum=0)
-        self.omega_0 = _check_positive("omega_0", omega_0)
-        self.omega_hidden = _check_positive("omega_hidden", omega_hidden)
+        self.omega_0 = check_positive("omega_0", omega_0)
+        self.omega_hidden = check_positive("omega_hidden", omega_hidden)
         dtype = _check_dtype(dtype)
         gen = _make_generator(seed)
         with torch.random.fork_rng(devices=[]):  # module constructors draw from the global RNG
@@ -262,7 +256,7 @@ class FourierMLP(CoordinateNet):
         super().__init__(in_features, out_features, complex_output)
         check_int("hidden_features", hidden_features)
         check_int("hidden_layers", hidden_layers, minimum=0)
-        self.sigma = _check_positive("sigma", sigma)
+        self.sigma = check_positive("sigma", sigma)
         self.num_frequencies = check_int("num_frequencies", num_frequencies)
         dtype = _check_dtype(dtype)
         gen = _make_generator(seed)
@@ -349,8 +343,8 @@ class WIRE(CoordinateNet):
         super().__init__(in_features, out_features, complex_output)
         check_int("hidden_features", hidden_features)
         check_int("hidden_layers", hidden_layers, minimum=0)
-        self.omega_0 = _check_positive("omega_0", omega_0)
-        self.scale_0 = _check_positive("scale_0", scale_0)
+        self.omega_0 = check_positive("omega_0", omega_0)
+        self.scale_0 = check_positive("scale_0", scale_0)
         dtype = _check_dtype(dtype)
         width = max(1, int(hidden_features / math.sqrt(2.0)))
         gen = _make_generator(seed)

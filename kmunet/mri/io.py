@@ -197,7 +197,8 @@ def remove_readout_oversampling(kspace: np.ndarray, factor: int = 2) -> np.ndarr
     return fftnc(img[..., start:start + keep], axes=(-1,))
 
 
-def _read_twix(path: Path, slice_index: int | None) -> tuple[np.ndarray, tuple[float, float] | None]:
+def _read_twix(path: Path, slice_index: int | None) -> tuple[np.ndarray, tuple[float, float] | None, float | None]:
+    """``(kspace (C, PE, RO), (dy, dx) pixel spacing or None, slice thickness or None)`` of one twix slice."""
     import twixtools
 
     try:

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from kmunet.checks import check_int
+from kmunet.checks import check_int, check_positive
 from kmunet.mri import (
     DC_CG_ITERATIONS,
     DC_CG_MU,
@@ -147,10 +147,9 @@ def data_consistency(
         samples replace the estimate's) or ``"cg{iterations}(mu={mu})"``.
 
     Raises:
-        ValueError: shapes that do not match, ``mu <= 0`` or ``iterations < 1``.
+        ValueError: shapes that do not match, ``mu`` not a positive finite number or ``iterations < 1``.
     """
-    if not mu > 0:
-        raise ValueError(f"data-consistency mu must be > 0, got {mu}")
+    mu = check_positive("data-consistency mu", mu)
     iterations = check_int("data-consistency iterations", iterations)
     kspace = np.asarray(kspace)
     if kspace.ndim != 3 or np.shape(sens) != kspace.shape or np.shape(mask) != kspace.shape[1:] \
@@ -163,7 +162,7 @@ def data_consistency(
     y = torch.from_numpy((kspace * mask).astype(np.complex64))
     s = torch.from_numpy(np.asarray(sens, dtype=np.complex64))
     with torch.no_grad():
-        out, dc = _data_consistency(x, y, s, m, float(mu), iterations)
+        out, dc = _data_consistency(x, y, s, m, mu, iterations)
     return out.numpy().astype(np.complex64), dc
 
 
@@ -228,8 +227,7 @@ def inr_reconstruct(
         raise ValueError(f"tv_weight must be >= 0, got {tv_weight}")
     if omega_0 is not None and inr != "siren":
         raise ValueError(f"omega_0 applies to SIREN only, not {inr!r}")
-    if not dc_mu > 0:
-        raise ValueError(f"dc_mu must be > 0, got {dc_mu}")
+    dc_mu = check_positive("dc_mu", dc_mu)
     sampled = np.asarray(kspace) * mask
     if not np.any(sampled):
         raise ValueError("the sampled k-space is all zero: nothing for an INR to fit")

@@ -134,3 +134,14 @@ def test_overlay_png_2d_checks_its_shapes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"overlay image shape \[20, 12\] does not match the mask \[12, 20\]"):
         write_overlay_png(tmp_path / "bad.png", img.T, mask, raster=True)
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_overlay_name_clash_is_refused(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    _rgb_image(inp / "eye.png")
+    _rgb_image(inp / "eye_overlay.png")
+    with pytest.raises(ValueError, match="the --png overlay of eye would overwrite the mask of eye_overlay"):
+        predict_folder(inp, tmp_path / "out", predictor=_red_predictor, preprocessing=DRIVE_PARAMS, device="cpu",
+                       progress=False, png=True)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -345,10 +345,36 @@ def test_a_failed_redo_says_the_earlier_output_was_left(tmp_path: Path) -> None:
     lines: list[str] = []
     report = _predict(inp, out, overwrite=True, log=lines.append)
     (case,) = report.cases
-    assert case.status == "failed" and case.output == ""
+    assert case.status == "failed" and case.output == str(out / "a.nii.gz")  # the earlier mask, left in place
     assert case.note == "redoing it failed; the earlier output (a.nii.gz) was left in place"
     assert (out / "a.nii.gz").read_bytes() == before  # nothing lost
     assert any(x == f"note: a: {case.note}" for x in lines)
+    saved = {c["case"]: c for c in json.loads((out / "predict_report.json").read_text())["cases"]}
+    # the report still describes the mask in the folder: the earlier run's
+    assert saved["a"]["status"] == "failed" and saved["a"]["output"] == str(out / "a.nii.gz")
+    assert saved["a"]["volumes_mm3"] and saved["a"]["made_with"]["tta"] is False
+    later = _predict(inp, out)  # and a later run that keeps it still knows what it is
+    assert later.cases[0].status == "exists" and later.cases[0].volumes_mm3 == saved["a"]["volumes_mm3"]
+    assert later.cases[0].made_with == saved["a"]["made_with"] and later.cases[0].note == ""
+
+
+def test_reports_written_before_made_with_existed_are_read(tmp_path: Path) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    save_nifti(inp / "a.nii.gz", make_volume(), np.eye(4))
+    _predict(inp, out)
+    path = out / "predict_report.json"
+    old = json.loads(path.read_text())
+    for case in old["cases"]:  # the format of earlier kmunet versions
+        del case["made_with"], case["note"]
+    old["settings"]["overlap"] = 0.5
+    path.write_text(json.dumps(old))
+    (case,) = _predict(inp, out).cases
+    assert case.status == "exists" and case.made_with["overlap"] == 0.5  # the earlier run's settings
+    assert case.note == "kept from an earlier run with other settings: overlap 0.5 (this run: 0.25)"
+    assert _predict(inp, out, sw_batch_size=3).cases[0].note == case.note  # batch size changes no mask
+    path.write_text(json.dumps({**old, "cases": [{**old["cases"][0], "made_with": "garbage"}]}))
+    assert _predict(inp, out).cases[0].made_with == {}  # a damaged report is not a crash
 
 
 def test_constant_image_gets_a_warning(tmp_path: Path) -> None:

@@ -97,7 +97,8 @@ def test_cli_dc_mu_reaches_the_multicoil_step_and_is_validated(tmp_path: Path, c
     assert main(argv + ["--dc-mu", "0.5"]) == 0
     assert json.loads(js.read_text())["info"]["data_consistency"] == "cg10(mu=0.5)"
     bad = tmp_path / "bad.nii.gz"
-    for extra, message in ((["--dc-mu", "0"], "--dc-mu must be > 0, got 0.0"),
+    for extra, message in ((["--dc-mu", "0"], "--dc-mu must be a positive finite number, got 0.0"),
+                           (["--dc-mu", "inf"], "--dc-mu must be a positive finite number, got inf"),
                            (["--dc-mu", "0.5", "--method", "cs-tv"], "--dc-mu applies to --method inr, not cs-tv")):
         assert main(["recon", "--kspace", str(tmp_path / "k.npy"), "--output", str(bad), *extra]) == 1
         assert not bad.exists() and message in capsys.readouterr().err

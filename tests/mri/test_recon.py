@@ -114,13 +114,14 @@ def test_final_dc_off_then_data_consistency_is_the_default_fit() -> None:
 
 def test_data_consistency_bad_args() -> None:
     img, k, mask, maps = _two_coil_case(8)
-    with pytest.raises(ValueError, match="mu must be > 0, got 0"):
-        data_consistency(img, k, mask, maps, mu=0.0)
+    for bad in (0.0, float("inf"), float("nan"), "0.5", True):
+        with pytest.raises(ValueError, match=f"data-consistency mu must be a positive finite number, got {bad!r}"):
+            data_consistency(img, k, mask, maps, mu=bad)
     with pytest.raises(ValueError, match="iterations must be a positive integer, got 0"):
         data_consistency(img, k, mask, maps, iterations=0)
     with pytest.raises(ValueError, match=r"got image \[4, 4\]"):
         data_consistency(img[:4, :4], k, mask, maps)
-    with pytest.raises(ValueError, match="dc_mu must be > 0, got -1"):
+    with pytest.raises(ValueError, match="dc_mu must be a positive finite number, got -1.0"):
         inr_reconstruct(k, mask, maps, dc_mu=-1.0)
 
 
