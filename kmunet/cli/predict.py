@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", dest="fmt", default="nifti", choices=["nifti", "dicom-seg"],
                         help="mask format (dicom-seg for DICOM inputs; NIfTI inputs still get NIfTI)")
     parser.add_argument("--save-probabilities", action="store_true", help="also write softmax maps as NIfTI")
-    parser.add_argument("--png", action="store_true", help="also write mid-plane contour overlays as PNG")
+    parser.add_argument("--png", action="store_true", help="also write contour overlays as PNG (<case>.png: the three mid-planes of a volume; "
+                             "<case>_overlay.png beside the PNG mask of a 2D image)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--allow-output-in-input", action="store_true", help="permit --output inside --input")
     parser.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass (default: training's)")
