@@ -107,6 +107,15 @@ def sitk_affine_ras(image: Any) -> np.ndarray:
     return lps_to_ras @ affine
 
 
+def read_series(files: Sequence[str | Path]) -> Any:
+    """Read DICOM files (already in slice order) with SimpleITK's ``ImageSeriesReader``."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(f) for f in files])
+    return reader.Execute()
+
+
 def read_dicom_series(folder: str | Path, series_id: str | None = None) -> Any:
     """Read one DICOM series of ``folder`` as a ``SimpleITK.Image``.
 
@@ -126,9 +135,7 @@ def read_dicom_series(folder: str | Path, series_id: str | None = None) -> Any:
         series_id = max(ids, key=lambda s: len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), s)))
     elif series_id not in ids:
         raise ValueError(f"{folder}: series {series_id!r} not found; available: {ids}")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
-    return reader.Execute()
+    return read_series(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
 
 
 def load_array(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:

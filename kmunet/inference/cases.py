@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from kmunet.data.io import read_series, sitk_affine_ras  # noqa: F401  (re-exported: kmunet.inference API)
 from kmunet.runtime import first_line
 
 #: Suffixes read as NIfTI.
@@ -267,25 +268,6 @@ def discover_cases(
         name = case.name if n == 1 else f"{case.name}_{n}"
         cases.append(Case(name=name, kind=case.kind, path=case.path, files=case.files, series_uid=case.series_uid, error=case.error))
     return cases, skipped
-
-
-def sitk_affine_ras(image: Any) -> np.ndarray:
-    """4x4 RAS affine of a 3D SimpleITK image (ITK geometry is LPS)."""
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
-    affine = np.eye(4)
-    affine[:3, :3] = direction * spacing[None, :]
-    affine[:3, 3] = np.asarray(image.GetOrigin(), dtype=np.float64)
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
-
-
-def read_series(files: tuple[Path, ...] | list[Path]) -> Any:
-    """Read DICOM files (already in slice order) with SimpleITK's ``ImageSeriesReader``."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(f) for f in files])
-    return reader.Execute()
 
 
 def load_case(case: Case, spatial_dims: int = 3, in_channels: int = 1) -> LoadedImage:

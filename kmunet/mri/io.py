@@ -306,7 +306,7 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, np.ndarray, int | None]:
     """``(array (x, y, z), RAS affine, z index of ``path`` when it is one file of the series, else None)``."""
     import SimpleITK as sitk
 
-    from kmunet.data.io import sitk_affine_ras
+    from kmunet.data.io import read_series, sitk_affine_ras
 
     folder = path if path.is_dir() else path.parent
     ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ())
@@ -323,9 +323,7 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, np.ndarray, int | None]:
             raise ValueError(f"{path}: not a file of the DICOM series in {folder}")
         index = resolved.index(path.resolve())
     try:
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(files)
-        img = reader.Execute()
+        img = read_series(files)
     except RuntimeError as err:
         raise ValueError(f"{path}: unreadable DICOM series ({err})") from None
     arr = sitk.GetArrayFromImage(img)  # (z, y, x)
