@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+from kmunet.checks import check_positive
 from kmunet.options import (
     DC_CG_MU,
     DEFAULT_ACCELERATION,
@@ -105,8 +106,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--omega-0 must be > 0, got {args.omega_0}")
     if args.dc_mu is not None and args.method != "inr":
         raise ValueError(f"--dc-mu applies to --method inr, not {args.method}")
-    if args.dc_mu is not None and not 0 < args.dc_mu < float("inf"):
-        raise ValueError(f"--dc-mu must be a positive finite number, got {args.dc_mu}")
+    if args.dc_mu is not None:
+        check_positive("--dc-mu", args.dc_mu)
 
     data = simulate_kspace(args.image, args.slice) if args.image else load_kspace(args.kspace, args.slice)
     reference = None

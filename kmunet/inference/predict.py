@@ -296,6 +296,20 @@ def _shard(cases: Sequence[Case]) -> tuple[list[Case], int, int]:
     return list(cases[rank::world]), rank, world
 
 
+def _input_warnings(image: LoadedImage) -> list[str]:
+    """Why a readable image still cannot give a trustworthy mask (a constant image, non-mm NIfTI units)."""
+    found = []
+    if image.array.size:
+        lo, hi = float(image.array.min()), float(image.array.max())
+        if lo == hi:
+            found.append(f"the image is constant ({lo:.6g} everywhere): the mask is meaningless")
+    unit = image.nifti.header.get_xyzt_units()[0] if image.nifti is not None else "mm"
+    if unit not in ("mm", "unknown"):  # nibabel (and kmunet) read NIfTI affines as mm
+        found.append(f"the NIfTI header gives spatial units of {unit!r}, read here as mm "
+                     "(voxel sizes and volumes are off by that factor)")
+    return found
+
+
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text or type(err).__name__
@@ -535,15 +549,8 @@ def predict_folder(
             zooms = np.sqrt((image.affine[:3, :3] ** 2).sum(0))[: len(image.spatial_shape)]  # 2D: two axes
             res.shape = [int(s) for s in image.spatial_shape]
             res.spacing = [float(z) for z in zooms]
-            res.warning = domain_warning(loaded.data_summary, res.spacing, res.shape)
-            unit = image.nifti.header.get_xyzt_units()[0] if image.nifti is not None else "mm"
-            if unit not in ("mm", "unknown"):  # nibabel (and kmunet) read NIfTI affines as mm
-                res.warning = "; ".join(filter(None, [f"the NIfTI header gives spatial units of {unit!r}, read here "
-                                                      "as mm (voxel sizes and volumes are off by that factor)",
-                                                      res.warning]))
-            if image.array.size and float(np.min(image.array)) == float(np.max(image.array)):
-                res.warning = "; ".join(filter(None, [f"the image is constant ({float(np.min(image.array)):.6g} everywhere): "
-                                                      "the mask is meaningless", res.warning]))
+            res.warning = "; ".join(filter(None, [*_input_warnings(image),
+                                                   domain_warning(loaded.data_summary, res.spacing, res.shape)]))
             if res.warning:
                 emit(f"warning: {case.path}: {res.warning}")
             mask, probs = predict_image(image, loaded.predictor, params, device=dev, sw_batch_size=sw,
