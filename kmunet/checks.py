@@ -6,7 +6,7 @@ import math
 import numbers
 import operator
 
-__all__ = ["is_integer", "check_int", "check_positive"]
+__all__ = ["is_integer", "check_int", "check_positive", "check_real", "check_dims"]
 
 
 def is_integer(value: object) -> bool:
@@ -29,6 +29,31 @@ def check_int(name: str, value: object, minimum: int = 1) -> int:
     if not is_integer(value) or operator.index(value) < minimum:
         need = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {need}, got {value!r}")
+    return operator.index(value)
+
+
+def check_real(name: str, value: object, low: float | None = None, high: float | None = None) -> float:
+    """``value`` as a ``float`` when it is a finite real number (not a bool) in ``[low, high]``.
+
+    Raises:
+        ValueError: anything else (the message names ``name``, the value and the allowed range).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or (low is not None and value < low) or (high is not None and value > high):
+        bounds = "" if low is None and high is None else (
+            f" >= {low:g}" if high is None else f" <= {high:g}" if low is None else f" in [{low:g}, {high:g}]")
+        raise ValueError(f"{name} must be a finite number{bounds}, got {value!r}")
+    return float(value)
+
+
+def check_dims(name: str, value: object, valid: tuple[int, ...] = (1, 2, 3)) -> int:
+    """``value`` as an ``int`` when it is one of the integers ``valid`` (a bool is not ``1``).
+
+    Raises:
+        ValueError: anything else (the message names ``name`` and lists ``valid``).
+    """
+    if not is_integer(value) or operator.index(value) not in valid:
+        raise ValueError(f"{name} must be one of {list(valid)}, got {value!r}")
     return operator.index(value)
 
 

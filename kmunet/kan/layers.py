@@ -22,6 +22,7 @@ before each KAN convolution so that most of them fall inside the grid.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 import torch
@@ -29,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from kmunet.checks import check_int, is_integer
+from kmunet.checks import check_dims, check_int, check_real, is_integer
 from kmunet.kan.basis import bspline_basis, grid_is_uniform, kan_features, make_grid
 
 __all__ = ["KANLinear", "KANConv"]
@@ -80,13 +81,15 @@ class _KANLayer(nn.Module):
         spline_order = check_int("spline_order", spline_order, minimum=0)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})")
-        if len(grid_range) != 2 or not all(math.isfinite(float(v)) for v in grid_range) \
+        if not isinstance(grid_range, Sequence) or isinstance(grid_range, str) or len(grid_range) != 2 \
+                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in grid_range) \
                 or not float(grid_range[1]) > float(grid_range[0]):
             raise ValueError(f"grid_range must be finite (low, high) with low < high, got {grid_range!r}")
-        if not 0.0 <= grid_eps <= 1.0:
-            raise ValueError(f"grid_eps must be in [0, 1], got {grid_eps!r}")
-        if scale_noise < 0:
-            raise ValueError(f"scale_noise must be >= 0, got {scale_noise!r}")
+        grid_eps = check_real("grid_eps", grid_eps, 0.0, 1.0)
+        scale_noise = check_real("scale_noise", scale_noise, 0.0)
+        scale_base, scale_spline = check_real("scale_base", scale_base), check_real("scale_spline", scale_spline)
+        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
         factory = {"device": device, "dtype": dtype}
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = kernel_size
@@ -100,7 +103,9 @@ class _KANLayer(nn.Module):
         self.spline_scaler = nn.Parameter(torch.empty(edge_shape, **factory))
         self.spline_coef = nn.Parameter(torch.empty(edge_shape + (grid_size + spline_order,), **factory))
         self._samples: Tensor | None = None
-        self._uniform_cache: tuple[tuple[int, int], bool] | None = None
+        # (grid tensor, its version, uniform?): the tensor itself is kept so that its identity cannot be
+        # taken over by a new grid allocated at the same address (see _is_uniform).
+        self._uniform_cache: tuple[Tensor, int, bool] | None = None
         self.reset_parameters(scale_noise, scale_base, scale_spline)
 
     # ------------------------------------------------------------------ initialisation and shapes
@@ -125,10 +130,11 @@ class _KANLayer(nn.Module):
         return self.grid.shape[1] - self.spline_order - 1
 
     def _is_uniform(self) -> bool:
-        key = (self.grid.data_ptr(), self.grid._version)
-        if self._uniform_cache is None or self._uniform_cache[0] != key:
-            self._uniform_cache = (key, grid_is_uniform(self.grid))
-        return self._uniform_cache[1]
+        """Whether the grid is uniform, recomputed whenever the grid tensor is replaced or edited in place."""
+        cache = self._uniform_cache
+        if cache is None or cache[0] is not self.grid or cache[1] != self.grid._version:
+            cache = self._uniform_cache = (self.grid, self.grid._version, grid_is_uniform(self.grid))
+        return cache[2]
 
     def composed_weight(self) -> Tensor:
         """Dense weight over the expanded channels, ``(out, (in // groups) * (1 + G + k), *kernel_size)``."""
@@ -150,7 +156,9 @@ class _KANLayer(nn.Module):
             return
         flat = x.detach().reshape(x.shape[0], x.shape[1], -1)  # (B, C, S)
         total = flat.shape[0] * flat.shape[2]
-        idx = torch.linspace(0, total - 1, min(total, NUM_ACTIVATION_SAMPLES), device=x.device).long()
+        n = min(total, NUM_ACTIVATION_SAMPLES)
+        # evenly strided int64 indices, first and last included (exact for any size, unlike float32)
+        idx = torch.arange(n, device=x.device, dtype=torch.int64) * (total - 1) // max(n - 1, 1)
         self._samples = flat[idx // flat.shape[2], :, idx % flat.shape[2]]  # (n, C)
 
     # ------------------------------------------------------------------ edge functions
@@ -224,8 +232,7 @@ class _KANLayer(nn.Module):
         Returns:
             Number of edges pruned by this call.
         """
-        if threshold < 0:
-            raise ValueError(f"threshold must be >= 0, got {threshold!r}")
+        threshold = check_real("threshold", threshold, 0.0)
         with torch.no_grad():
             score = self._activation_l1()
             drop = (score < threshold * score.max()) & (self.edge_mask > 0)
@@ -273,6 +280,7 @@ class _KANLayer(nn.Module):
                 :class:`KANLinear`.
             margin: relative widening of the samples' range.
         """
+        margin = check_real("margin", margin, 0.0)
         samples = self._per_channel_inputs(self._as_channel_first(x)).to(self.grid.dtype)  # (n, in)
         samples = samples[torch.isfinite(samples).all(dim=1)]
         if samples.shape[0] < 2:
@@ -310,6 +318,7 @@ class _KANLayer(nn.Module):
         the grid range covers them.
         """
         new_grid_size = check_int("new_grid_size", new_grid_size)
+        points_per_interval = check_int("points_per_interval", points_per_interval, minimum=2)
         k, gsize = self.spline_order, self.grid_size
         old_interior = self.grid[:, k : k + gsize + 1].double()  # (in, G + 1)
         position = torch.linspace(0, gsize, new_grid_size + 1, device=self.grid.device, dtype=torch.float64)
@@ -466,8 +475,7 @@ class KANConv(_KANLayer):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        if spatial_dims not in _CONV:
-            raise ValueError(f"spatial_dims must be one of {sorted(_CONV)}, got {spatial_dims!r}")
+        spatial_dims = check_dims("spatial_dims", spatial_dims, tuple(sorted(_CONV)))
         ks = _ntuple(kernel_size, spatial_dims, "kernel_size")
         if min(ks) < 1:
             raise ValueError(f"kernel_size must be >= 1, got {kernel_size!r}")

@@ -22,7 +22,10 @@ def plot_edge_functions(
     """Write a PNG grid of a layer's learned edge functions.
 
     Row ``o``, column ``c`` shows ``phi_{o,c,k}`` for every kernel offset ``k`` (one curve each) over the
-    layer's grid range for input channel ``c`` (shaded: the interior grid range).
+    grid range of the input channel that edge reads (shaded: that channel's interior grid range, which
+    differs between channels after :meth:`~kmunet.kan.KANConv.update_grid`). Column ``c`` is the
+    ``c``-th input channel of output ``o``'s group, so with ``groups > 1`` the panel titles name the input
+    channel of each panel.
 
     Args:
         layer: a :class:`~kmunet.kan.KANConv` or :class:`~kmunet.kan.KANLinear`.
@@ -47,22 +50,25 @@ def plot_edge_functions(
     k, g = layer.spline_order, layer.grid_size
     rows = min(max_out, layer.out_channels)
     cols = min(max_in, layer.in_channels // layer.groups)
-    lo, hi = layer.grid[:, k].min().item(), layer.grid[:, k + g].max().item()
+    og, cg = layer.out_channels // layer.groups, layer.in_channels // layer.groups
+    lo, hi = layer.grid[:, k], layer.grid[:, k + g]  # (in,) interior grid range per input channel
     pad = 0.25 * (hi - lo)
-    x = torch.linspace(lo - pad, hi + pad, num_points, device=layer.grid.device, dtype=layer.grid.dtype)
+    steps = torch.linspace(0, 1, num_points, device=layer.grid.device, dtype=layer.grid.dtype)
+    samples = (lo - pad)[None, :] + (hi - lo + 2 * pad)[None, :] * steps[:, None]  # (n, in): a range per channel
     with torch.no_grad():
-        phi = layer.edge_functions(x)[:rows, :cols].reshape(rows, cols, -1, num_points).cpu()  # (O, C, K, n)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.5 * rows), squeeze=False, sharex=True)
-    xs = x.cpu().numpy()
+        phi = layer.edge_values(samples)[:rows, :cols].reshape(rows, cols, -1, num_points).cpu()  # (O, C, K, n)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.5 * rows), squeeze=False)
+    samples, lo, hi = samples.cpu().numpy(), lo.cpu().numpy(), hi.cpu().numpy()
     for o in range(rows):
         for c in range(cols):
+            ch = (o // og) * cg + c  # the input channel edge (o, c) reads
             ax = axes[o][c]
-            ax.axvspan(lo, hi, color="0.93", lw=0)
+            if o == 0 or layer.groups > 1:
+                ax.set_title(f"in {ch}", fontsize=7)
+            ax.axvspan(lo[ch], hi[ch], color="0.93", lw=0)
             for curve in phi[o, c]:
-                ax.plot(xs, curve.numpy(), lw=0.8)
+                ax.plot(samples[:, ch], curve.numpy(), lw=0.8)
             ax.tick_params(labelsize=5)
-            if o == 0:
-                ax.set_title(f"in {c}", fontsize=7)
             if c == 0:
                 ax.set_ylabel(f"out {o}", fontsize=7)
     fig.suptitle(f"{type(layer).__name__} edge functions (G={g}, k={k})", fontsize=9)

@@ -38,13 +38,20 @@ def update_model_grids(model: nn.Module, inputs: Tensor) -> int:
 
     Layers are updated one after another from the input side, each after a fresh forward pass, so a
     layer sees the activations produced by the already-updated layers before it (KAN paper Sec. 2.5).
+    The passes run without dropout, but batch norms normalise with the batch's own statistics, as in
+    training (their running statistics may not exist yet, e.g. before the first epoch); those running
+    statistics are restored afterwards, so the model's state changes only in its KAN grids.
 
     Returns:
         Number of layers updated.
     """
     layers = list(kan_layers(model))
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
     model.eval()
+    for m in norms:
+        m.train()
     try:
         for layer in layers:
             captured: list[Tensor] = []
@@ -55,7 +62,10 @@ def update_model_grids(model: nn.Module, inputs: Tensor) -> int:
                 handle.remove()
             layer.update_grid(captured[0])
     finally:
-        model.train(was_training)
+        for m, state in zip(norms, saved):
+            m.load_state_dict(state)
+        for m, mode in modes.items():
+            m.training = mode
     return len(layers)
 
 

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from kmunet.config import KANConfig
 from kmunet.kan import KANConv
-from kmunet.checks import check_int, is_integer
+from kmunet.checks import check_dims, check_int, is_integer
 
 __all__ = ["KMUNet", "KANResBlock", "make_norm", "NORMS"]
 
@@ -63,6 +63,8 @@ class KANResBlock(nn.Module):
         kan: KANConfig = KANConfig(),
     ) -> None:
         super().__init__()
+        if not is_integer(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer (the residual path keeps the size), got {kernel_size!r}")
         kan_args = dict(
             grid_size=kan.grid_size, spline_order=kan.spline_order, grid_range=kan.grid_range,
             scale_noise=kan.scale_noise, scale_base=kan.scale_base, scale_spline=kan.scale_spline,
@@ -117,13 +119,14 @@ class KMUNet(nn.Module):
         kan: KANConfig = KANConfig(),
     ) -> None:
         super().__init__()
-        if spatial_dims not in _CONV:
-            raise ValueError(f"spatial_dims must be one of {sorted(_CONV)}, got {spatial_dims!r}")
+        spatial_dims = check_dims("spatial_dims", spatial_dims, tuple(sorted(_CONV)))
         in_channels, out_channels = check_int("in_channels", in_channels), check_int("out_channels", out_channels)
         if not is_integer(kernel_size):
             raise TypeError(f"kernel_size must be one odd integer for every axis, got {kernel_size!r}")
-        if any(not is_integer(s) for s in strides):
-            raise TypeError(f"strides must be one integer per level (the same on every axis), got {tuple(strides)!r}")
+        for name, value, what in (("channels", channels, "one integer per level"),
+                                  ("strides", strides, "one integer per level (the same on every axis)")):
+            if not isinstance(value, Sequence) or isinstance(value, str) or not all(is_integer(v) for v in value):
+                raise TypeError(f"{name} must be {what}, got {value!r}")
         kernel_size = int(kernel_size)
         strides = tuple(int(s) for s in strides)
         if not isinstance(kan, KANConfig):

@@ -75,10 +75,12 @@ def reference_linear(layer, x: torch.Tensor) -> np.ndarray:
     w_s = layer.spline_scaler.detach().double().numpy()
     coef = layer.spline_coef.detach().double().numpy()
     grid = layer.grid.detach().double().numpy()
+    mask = layer.edge_mask.detach().double().numpy()
     y = np.zeros((xs.shape[0], layer.out_channels))
     for o in range(layer.out_channels):
         for c in range(layer.in_channels):
-            y[:, o] += np_phi(xs[:, c], w_b[o, c], w_s[o, c], coef[o, c], grid[c], layer.spline_order)
+            e = (o, c)
+            y[:, o] += np_phi(xs[:, c], w_b[e] * mask[e], w_s[e] * mask[e], coef[e], grid[c], layer.spline_order)
     return y.reshape(tuple(x.shape[:-1]) + (layer.out_channels,))
 
 

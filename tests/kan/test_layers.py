@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kmunet.kan import KANConv, KANLinear, grid_is_uniform, plot_edge_functions
+from kmunet.kan import KANConv, KANLinear, extend_model_grids, grid_is_uniform, kan_layers, plot_edge_functions, update_model_grids
 from tests.kan.reference import reference_conv, reference_linear, smooth_coefficients
 
 F64 = torch.float64
@@ -182,23 +182,95 @@ def test_regularization_is_nonnegative_and_zero_only_for_zero_functions() -> Non
 
 
 def test_prune_disables_weak_edges() -> None:
-    layer = KANLinear(4, 2)
-    with torch.no_grad():
-        layer.base_weight[:, 0] = 0.0
-        layer.spline_coef[:, 0] = 0.0
-    layer(torch.randn(32, 4))
-    assert layer.prune(threshold=1e-3) == 2
+    layer = KANLinear(4, 2, dtype=F64)
+    with torch.no_grad():  # weak, not zero: the edges reading input 0 still change the output
+        layer.base_weight[:, 0] *= 1e-4
+        layer.spline_coef[:, 0] *= 1e-4
+    x = torch.randn(32, 4, dtype=F64)
+    moved = x.clone()
+    moved[:, 0] += 0.5
+    assert not torch.equal(layer(x), layer(moved))
+    assert layer.prune(threshold=1e-2) == 2
     assert (layer.edge_mask[:, 0] == 0).all() and (layer.edge_mask[:, 1:] == 1).all()
+    torch.testing.assert_close(layer(x), layer(moved), atol=0, rtol=0)  # input 0 no longer contributes
+    torch.testing.assert_close(layer(x), torch.from_numpy(reference_linear(layer, x)), atol=1e-12, rtol=0)
+    assert layer.prune(threshold=0.0) == 0  # nothing scores below zero
 
 
-def test_state_dict_round_trip_keeps_grid_and_mask() -> None:
+def test_regularization_matches_the_kan_paper_formula() -> None:
+    """mu_1 sum_e mean_n |phi_e(x_n)| + mu_2 * entropy of the edges' shares (Liu et al. 2024, Eqs. 2.17-2.20),
+    computed here with the numpy per-edge reference on the layer's recorded samples."""
+    from tests.kan.reference import np_phi
+
+    layer = KANConv(2, 3, 2, kernel_size=3, groups=1, dtype=F64)
+    layer(_input((2, 3, 7, 7), seed=3))
+    samples = layer._samples.numpy()  # (n, in): the inputs the regulariser is defined on
+    w_b, w_s = layer.base_weight.detach().numpy(), layer.spline_scaler.detach().numpy()
+    coef, grid = layer.spline_coef.detach().numpy(), layer.grid.numpy()
+    l1 = np.zeros(w_b.shape)
+    for e in np.ndindex(*w_b.shape):
+        l1[e] = np.abs(np_phi(samples[:, e[1]], w_b[e], w_s[e], coef[e], grid[e[1]], 3)).mean()
+    share = l1 / l1.sum()
+    expected = 0.7 * l1.sum() + 0.3 * -(share * np.log(share)).sum()
+    assert layer.regularization_loss(0.7, 0.3).item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_state_dict_round_trip_keeps_grid_and_mask(tmp_path) -> None:
     a = KANConv(2, 2, 3, kernel_size=3)
     a.update_grid(torch.randn(2, 2, 6, 6) * 2)
+    a(torch.randn(1, 2, 6, 6))
+    assert a.prune(threshold=0.5) > 0
+    torch.save(a.state_dict(), tmp_path / "layer.pt")
     b = KANConv(2, 2, 3, kernel_size=3)
-    b.load_state_dict(a.state_dict())
+    b.load_state_dict(torch.load(tmp_path / "layer.pt", weights_only=True))
+    assert torch.equal(b.edge_mask, a.edge_mask) and torch.equal(b.grid, a.grid)
+    assert not grid_is_uniform(b.grid)  # the fresh layer's uniform grid was replaced in place
     x = torch.randn(1, 2, 6, 6)
     torch.testing.assert_close(a(x), b(x))
     assert "grid" in a.state_dict() and "edge_mask" in a.state_dict()
+
+
+def test_uniform_flag_follows_every_grid_replacement() -> None:
+    """The fast uniform path must never run on a non-uniform grid, even when a new grid tensor is
+    allocated where the old one was freed (two grid changes with no forward pass between them)."""
+    for seed in range(20):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(KANConv(2, 2, 3, 3, dtype=F64), torch.nn.InstanceNorm2d(3), KANConv(2, 3, 2, 3, dtype=F64))
+        x = torch.randn(2, 2, 8, 8, dtype=F64)
+        model(x)
+        update_model_grids(model, 2 * x)
+        extend_model_grids(model, 5)
+        for layer in kan_layers(model):
+            assert layer._is_uniform() == grid_is_uniform(layer.grid), seed
+        last = model[2]
+        h = model[1](model[0](x))
+        np.testing.assert_allclose(last(h).detach().numpy(), reference_conv(last, h), atol=1e-10, rtol=0)
+    lin = KANLinear(3, 2, dtype=F64)
+    for _ in range(5):
+        lin.update_grid(torch.randn(50, 3, dtype=F64) * 2)
+        assert lin._is_uniform() == grid_is_uniform(lin.grid)
+
+
+def test_nearly_uniform_grid_takes_the_exact_path() -> None:
+    layer = KANConv(2, 3, 2, kernel_size=3, grid_eps=1 - 1e-6, dtype=F64)  # 1e-6 of quantile knots mixed in
+    layer.update_grid(_input((2, 3, 9, 9), seed=4) * 2)
+    assert not grid_is_uniform(layer.grid)
+    x = _input((1, 3, 7, 7), seed=5) * 2
+    np.testing.assert_allclose(layer(x).detach().numpy(), reference_conv(layer, x), atol=1e-12, rtol=0)
+    # uniform grids, also far from zero and in float32, still count as uniform (fast path)
+    from kmunet.kan import make_grid
+
+    for dtype in (torch.float32, F64):
+        assert grid_is_uniform(make_grid((-1.0, 1.0), 5, 3, 4, dtype=dtype))
+        assert grid_is_uniform(make_grid((100.0, 101.0), 8, 3, 4, dtype=dtype))
+
+
+def test_activation_samples_cover_huge_inputs() -> None:
+    layer = KANConv(1, 1, 1, kernel_size=1)
+    x = torch.zeros(2, 1, 2**23 + 7)  # 2^24 + 14 positions: float32 indices would round past the end
+    x[-1, 0, -1] = 7.0
+    layer._record_samples(x)
+    assert layer._samples.shape == (64, 1) and layer._samples[-1, 0].item() == 7.0
 
 
 def test_device_and_dtype_arguments() -> None:
@@ -238,13 +310,28 @@ def test_bad_inputs_raise() -> None:
         KANLinear(3, 2).extend_grid(0)
 
 
-def test_plot_edge_functions_writes_png(tmp_path) -> None:
+def test_plot_edge_functions_writes_png(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.axes
+
     layer = KANConv(2, 3, 2, kernel_size=3)
     path = plot_edge_functions(layer, tmp_path / "filters.png")
     assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*tmp*"))
     with pytest.raises(TypeError):
         plot_edge_functions(torch.nn.Linear(2, 2), tmp_path / "x.png")
+    grouped = KANConv(2, 4, 4, kernel_size=3, groups=2)
+    grouped.update_grid(torch.randn(2, 4, 6, 6) * torch.tensor([1.0, 2.0, 5.0, 10.0]).view(1, 4, 1, 1))
+    seen: list[tuple] = []
+    real_plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot",
+                        lambda ax, xs, *a, **k: seen.append((ax.get_title(), float(xs.min()), float(xs.max()))) or real_plot(ax, xs, *a, **k))
+    plot_edge_functions(grouped, tmp_path / "grouped.png")
+    k, g = grouped.spline_order, grouped.grid_size
+    for title, lo, hi in seen:  # each panel spans the grid range of the input channel its title names
+        ch = int(title.split()[1])
+        assert lo < grouped.grid[ch, k].item() and hi > grouped.grid[ch, k + g].item()
+        assert hi - lo < 2 * (grouped.grid[ch, k + g] - grouped.grid[ch, k]).item()
+    assert {title for title, _, _ in seen} == {"in 0", "in 1", "in 2", "in 3"}  # out 2, 3 read inputs 2, 3
 
 
 @pytest.mark.parametrize("fused", ["1", "0"])
@@ -268,8 +355,8 @@ def test_huge_inputs_stay_finite(fused: str, monkeypatch: pytest.MonkeyPatch) ->
 def test_float16_general_path_has_no_nan() -> None:
     from kmunet.kan import kan_features
 
-    conv = KANConv(2, 2, 2, dtype=torch.float16)  # float16 knots are not uniform to 1e-5: Cox-de Boor path
-    feats = kan_features(torch.full((1, 2, 4, 4), 3e4, dtype=torch.float16), conv.grid, 3)
+    conv = KANConv(2, 2, 2, dtype=torch.float16)
+    feats = kan_features(torch.full((1, 2, 4, 4), 3e4, dtype=torch.float16), conv.grid, 3, uniform=False)
     assert torch.isfinite(feats).all()
 
 
@@ -295,6 +382,28 @@ def test_more_bad_arguments_are_named() -> None:
         KANConv(2, 4, 4).update_grid(torch.randn(2, 4, 5))  # wrong rank, right channel count
     with pytest.raises(ValueError, match="writes PNG files"):
         plot_edge_functions(KANLinear(2, 2), "filters.jpg")
+    for kwargs, match in [
+        (dict(scale_spline=float("nan")), "scale_spline must be a finite number"),
+        (dict(scale_base=float("inf")), "scale_base must be a finite number"),
+        (dict(scale_noise=float("nan")), "scale_noise must be a finite number >= 0"),
+        (dict(grid_eps="0.1"), "grid_eps must be a finite number in"),
+        (dict(grid_range=5), "grid_range must be finite"),
+        (dict(grid_range=("a", 1)), "grid_range must be finite"),
+        (dict(spatial_dims=True), "spatial_dims must be one of"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            KANConv(**{"spatial_dims": 2, "in_channels": 2, "out_channels": 2, **kwargs})
+    with pytest.raises(TypeError, match="dtype must be a floating-point"):
+        KANLinear(2, 2, dtype=torch.int64)
+    layer = KANLinear(2, 2)
+    layer(torch.randn(4, 2))
+    for call, match in [
+        (lambda: layer.update_grid(torch.randn(8, 2), margin=-1), "margin must be a finite number >= 0"),
+        (lambda: layer.extend_grid(8, points_per_interval=0), "points_per_interval must be an integer >= 2"),
+        (lambda: layer.prune(threshold="0.1"), "threshold must be a finite number >= 0"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            call()
 
 
 def test_extend_grid_keeps_functions_on_the_grid_range_only() -> None:

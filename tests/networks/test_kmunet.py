@@ -98,6 +98,10 @@ def test_wrong_input_rank_raises() -> None:
         ({"kernel_size": (3, 3, 3)}, TypeError, "kernel_size must be one odd integer"),
         ({"strides": ((1, 2, 2), 2)}, TypeError, "strides must be one integer per level"),
         ({"kan": {"grid_size": 3}}, TypeError, "kan must be a kmunet.config.KANConfig"),
+        ({"channels": (4, "8", 16)}, TypeError, "channels must be one integer per level"),
+        ({"channels": (4.5, 8, 16)}, TypeError, "channels must be one integer per level"),
+        ({"strides": 2}, TypeError, "strides must be one integer per level"),
+        ({"spatial_dims": True}, ValueError, "spatial_dims must be one of"),
     ],
 )
 def test_bad_constructor_arguments(kwargs: dict, error: type, match: str) -> None:
@@ -120,3 +124,10 @@ def test_numpy_integer_arguments_are_accepted() -> None:
 
     net = KMUNet(2, np.int64(1), np.int64(2), channels=(4, 8), strides=(np.int64(2),), kernel_size=np.int64(3))
     assert net(torch.randn(1, 1, 8, 8)).shape == (1, 2, 8, 8)
+
+
+def test_res_block_needs_an_odd_kernel() -> None:
+    from kmunet.networks.kmunet import KANResBlock
+
+    with pytest.raises(ValueError, match="kernel_size must be a positive odd integer"):
+        KANResBlock(2, 2, 2, kernel_size=2)
