@@ -9,6 +9,7 @@ config is written beside every checkpoint (``config.yaml``) and stored inside it
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
+
+from kmunet.options import SCHEDULES
 
 T = TypeVar("T")
 
@@ -204,6 +207,26 @@ class TrainConfig:
     deterministic: bool = False
     output_dir: str = "runs/experiment"
     init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        """Check value ranges when the config is built (so a bad ``--set`` fails before any training)."""
+        def bad(key: str, need: str) -> None:
+            raise ValueError(f"train.{key} must be {need}, got {getattr(self, key)!r}")
+
+        for key in ("epochs", "batch_size", "val_every", "sw_batch_size"):
+            if getattr(self, key) < 1:
+                bad(key, ">= 1")
+        if self.warmup_epochs < 0:
+            bad("warmup_epochs", ">= 0")
+        for key in ("lr", "weight_decay", "grad_clip", "dice_weight", "ce_weight", "kan_reg_weight", "kan_reg_mu1", "kan_reg_mu2"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
+                bad(key, "a finite number >= 0")
+        if self.dice_weight == 0 and self.ce_weight == 0:
+            bad("ce_weight", "> 0 when train.dice_weight is 0 (the loss would be zero)")
+        if not 0 <= self.sw_overlap < 1:
+            bad("sw_overlap", "in [0, 1)")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown train.schedule {self.schedule!r}; valid: {list(SCHEDULES)}")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ scans into NIfTI masks in the exact geometry of each input, and plots the learne
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,9 @@ def run_demo(
     unseen = make_synthetic_dataset(output / "unseen", n_cases=3, shape=(36, 30, 28), spatial_dims=3, seed=123)
     print(f"synthetic dataset: {data_root} (12 cases); unseen scans: {unseen / 'imagesTr'}")
 
+    previous = Path(config.train.output_dir)
+    if previous.is_dir():  # the demo trains afresh each time: replace its own earlier training run
+        shutil.rmtree(previous)
     result = train(config, device=device, progress=progress)
     model, _ = model_from_checkpoint(result.best_checkpoint)
     print(f"KM-UNet: {count_parameters(model):,} parameters; best validation Dice {result.best_metric:.3f} "

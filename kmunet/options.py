@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_CENTER_FRACTION",
     "DEFAULT_MASK_SEED",
     "DC_CG_MU",
+    "SCHEDULES",
 ]
 
 #: Implicit neural representations built by :func:`kmunet.inr.build_inr`.
@@ -32,3 +33,5 @@ DEFAULT_CENTER_FRACTION: float = 0.08
 DEFAULT_MASK_SEED: int = 0
 #: Proximity weight ``mu`` of the INR's final multi-coil data-consistency step (``kmunet recon --dc-mu``).
 DC_CG_MU: float = 0.05
+#: Learning-rate schedules after warm-up (``train.schedule``).
+SCHEDULES: tuple[str, ...] = ("cosine", "poly")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,8 +46,13 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"train.init_from={args.init_from}")
     config = load_config(args.config, overrides + list(args.overrides))
     result = train(config, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports (it has the metrics)
+        return 0
     if result.best_epoch > 0:
         dice = ", ".join(f"{k} {v:.4f}" for k, v in result.dice_per_class.items())
         print(f"best validation score {result.best_metric:.4f} at epoch {result.best_epoch} ({dice}); "
               f"checkpoint {result.best_checkpoint}")
+    elif result.last_checkpoint.is_file():
+        print(f"no validation score (no validation cases, or no validation epoch yet); the model is "
+              f"{result.last_checkpoint}")
     return 0

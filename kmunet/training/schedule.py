@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SCHEDULES", "lr_factor", "AmpSettings", "amp_settings"]
+from kmunet.options import SCHEDULES
 
-#: Valid ``train.schedule`` values.
-SCHEDULES = ("cosine", "poly")
+__all__ = ["SCHEDULES", "lr_factor", "AmpSettings", "amp_settings"]
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, poly_power: float = 0.9) -> float:

@@ -220,20 +220,54 @@ def _make_optimizer(model: nn.Module, config: ExperimentConfig, total_steps: int
     return opt, sched
 
 
-def _check_resume_network(asked: Any, saved: Any, path: Path) -> None:
-    """Refuse to resume a run with a different network (the KAN grid size may differ: grid extension)."""
-    def comparable(net: Any) -> dict[str, Any]:
-        d = to_dict(net)
-        if isinstance(d.get("kan"), dict):
-            d["kan"] = {k: v for k, v in d["kan"].items() if k != "grid_size"}
-        return d
+#: Settings a resumed run may change: how long it trains and where, how it validates and loads data.
+#: Everything else (network, split, augmentation, optimisation) must match the run it continues.
+RESUME_MAY_CHANGE: frozenset[str] = frozenset({
+    "name", "train.epochs", "train.output_dir", "train.device", "train.amp", "train.val_every",
+    "train.sw_batch_size", "train.init_from", "train.deterministic", "data.cache", "data.cache_dir",
+    "data.num_workers", "network.kan.grid_size",  # the grid size grows with grid extension
+})
 
-    a, b = comparable(asked), comparable(saved)
-    diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, f"{key}.") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def _check_resume_config(asked: ExperimentConfig, saved: ExperimentConfig, path: Path) -> None:
+    """Refuse to resume with settings other than :data:`RESUME_MAY_CHANGE` changed (``ValueError``).
+
+    A changed split would leak training cases into validation, a changed learning rate would be
+    overridden by the restored optimizer and scheduler while the saved config claimed it: both are
+    refused, naming every changed key.
+    """
+    a, b = _flat(to_dict(asked)), _flat(to_dict(saved))
+    for d in (a, b):  # the same folder typed differently is the same data
+        if d.get("data.root"):
+            d["data.root"] = str(Path(d["data.root"]).resolve())
+    diff = [k for k in sorted(set(a) | set(b)) if k not in RESUME_MAY_CHANGE and a.get(k) != b.get(k)]
     if diff:
         detail = ", ".join(f"{k}: {b.get(k)!r} in the run, {a.get(k)!r} asked" for k in diff)
-        raise ValueError(f"{path}: cannot resume with a different network ({detail}); use the run's config "
-                         "or a new --output")
+        raise ValueError(f"{path}: cannot resume with changed settings ({detail}); resume with the run's "
+                         f"config ({path.parent / 'config.yaml'}) or start a new --output")
+
+
+#: Files a run writes into its output folder: a folder holding one of them holds a run.
+RUN_FILES: tuple[str, ...] = ("last.pt", "best.pt", "config.yaml", "metrics.csv")
+
+
+def _check_output(output: Path, resume: bool) -> None:
+    """Refuse an output path that is a file, or (without ``resume``) a folder that already holds a run."""
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"{output}: exists and is not a folder; choose another --output")
+    if not resume and output.is_dir():
+        found = [name for name in RUN_FILES if (output / name).exists()]
+        if found:
+            raise ValueError(f"{output}: already holds a run ({', '.join(found)}); pass --resume to continue "
+                             "it, or choose a new --output (or remove the folder)")
 
 
 def _prepare_data_root(config: ExperimentConfig, output: Path, rank: int) -> ExperimentConfig:
@@ -283,7 +317,8 @@ def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("validation")
     ax2.set_ylim(0, 1)
-    ax2.legend(fontsize=7)
+    if ax2.lines:  # no validation (data.val_fraction 0): nothing to label
+        ax2.legend(fontsize=7)
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -319,10 +354,6 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
     from kmunet.networks import build_network, count_parameters
 
     tc = config.train
-    if tc.epochs < 1:
-        raise ValueError(f"train.epochs must be >= 1, got {tc.epochs}")
-    if tc.val_every < 1:
-        raise ValueError(f"train.val_every must be >= 1, got {tc.val_every}")
     if len(config.data.class_names) != config.network.out_channels:
         raise ValueError(
             f"data.class_names has {len(config.data.class_names)} names but network.out_channels is "
@@ -343,6 +374,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
         torch.use_deterministic_algorithms(True, warn_only=True)
     output = Path(tc.output_dir)
     is_main = rank == 0
+    _check_output(output, resume)
     fresh_output = not output.exists()  # a run that fails before its first checkpoint removes what it made
     try:
         config = _prepare_data_root(config, output, rank)
@@ -366,7 +398,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             if "optimizer" not in ckpt:
                 raise ValueError(f"{output / 'last.pt'}: no resume state in this checkpoint")
             saved = from_dict(ExperimentConfig, ckpt["config"])
-            _check_resume_network(config.network, saved.network, output / "last.pt")
+            _check_resume_config(config, saved, output / "last.pt")
             config = dataclasses.replace(config, network=saved.network)  # grid size may have been extended
         torch.manual_seed(tc.seed)
         model = build_network(config.network).to(dev)
@@ -382,7 +414,8 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
         elif tc.init_from:
             init_epoch = init_weights_from(model, tc.init_from, config.network)
             if is_main:
-                print(f"initialised from {tc.init_from} (epoch {init_epoch}); optimizer and schedule start afresh")
+                saved_at = f"epoch {init_epoch + 1}" if init_epoch >= 0 else "epoch not recorded"
+                print(f"initialised from {tc.init_from} ({saved_at}); optimizer and schedule start afresh")
         opt, sched = _make_optimizer(model, config, total_steps, warmup_steps, step)
         if ckpt is not None:
             opt.load_state_dict(ckpt["optimizer"])

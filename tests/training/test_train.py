@@ -125,8 +125,17 @@ def test_resume_reproduces_uninterrupted_run_exactly(tiny_data: Path, tmp_path: 
 def test_resume_checks_the_network_and_says_when_done(tiny_data: Path, tmp_path: Path, capsys) -> None:
     config = tiny_config(tiny_data, tmp_path / "run", "train.epochs=1")
     train(config)
-    with pytest.raises(ValueError, match=r"different network \(channels: \[4, 8\] in the run, \[8, 16\] asked"):
+    with pytest.raises(ValueError, match=r"changed settings \(network.channels: \[4, 8\] in the run, \[8, 16\] asked"):
         train(apply_overrides(config, ["network.channels=[8, 16]", "train.epochs=2"]), resume=True)
+    # a changed split would leak training cases into validation; a changed lr would be overridden by the
+    # restored optimizer while the saved config claimed it
+    with pytest.raises(ValueError, match=r"data.seed: 0 in the run, 7 asked, data.val_fraction: 0.34 in the run, 0.5 asked"):
+        train(apply_overrides(config, ["data.seed=7", "data.val_fraction=0.5", "train.epochs=2"]), resume=True)
+    with pytest.raises(ValueError, match=r"train.lr: 0.01 in the run, 0.5 asked"):
+        train(apply_overrides(config, ["train.lr=0.5", "train.epochs=2"]), resume=True)
+    # the run's folder is refused without --resume, whatever is asked
+    with pytest.raises(ValueError, match=r"already holds a run \(last.pt, best.pt, config.yaml, metrics.csv\); pass --resume"):
+        train(config)
     capsys.readouterr()
     assert train(config, resume=True).epochs_run == 0
     assert "already finished epoch 1 of 1" in capsys.readouterr().out
@@ -145,9 +154,21 @@ def test_failed_start_leaves_no_output_folder(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         train(apply_overrides(config, [f"train.output_dir={existing}"]))
     assert (existing / "notes.txt").read_text() == "keep me"  # a folder that existed before is never removed
+    (existing / "config.yaml").write_text("mine: 1\n")  # a folder with a config.yaml of the user's
+    with pytest.raises(ValueError, match=r"mine: already holds a run \(config.yaml\)"):
+        train(apply_overrides(config, [f"train.output_dir={existing}"]))
+    assert (existing / "config.yaml").read_text() == "mine: 1\n"
+    with pytest.raises(ValueError, match="notes.txt: exists and is not a folder"):
+        train(apply_overrides(config, [f"train.output_dir={existing / 'notes.txt'}"]))
 
 
 def test_config_errors_are_one_line_value_errors(tmp_path: Path) -> None:
+    for override, match in [("train.sw_overlap=1.0", r"train.sw_overlap must be in \[0, 1\), got 1.0"),
+                            ("train.sw_batch_size=0", "train.sw_batch_size must be >= 1, got 0"),
+                            ("train.lr=-1", "train.lr must be a finite number >= 0, got -1.0"),
+                            ("train.schedule=step", r"unknown train.schedule 'step'; valid: \['cosine', 'poly'\]")]:
+        with pytest.raises(ValueError, match=match):
+            load_config(None, [override])
     with pytest.raises(ValueError, match="config override: train.lr: expected a number, got 'abc'"):
         load_config(None, ["train.lr=abc"])
     with pytest.raises(ValueError, match="not valid YAML"):
