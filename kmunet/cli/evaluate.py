@@ -13,13 +13,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Rebuild the validation split stored in the checkpoint's config and report per-class Dice "
             "(and the vessel F1 inside the field of view for DRIVE). --tta averages the softmax over mirror "
-            "images along the axes training flipped (data.flip_axes), as nnU-Net does."
+            "images along the axes training flipped (data.flip_axes), as nnU-Net does. The cases scored are "
+            "first checked as training checks its data (kmunet validate-data): a fatal problem stops it, "
+            "naming the file."
         ),
     )
     parser.add_argument("--checkpoint", required=True, nargs="+", action="extend",
                         help="kmunet checkpoint (best.pt / last.pt); several trained on the same split: their "
                              "ensemble (softmax averaged)")
-    parser.add_argument("--data", default=None, help="dataset folder (default: the checkpoint config's data.root)")
+    parser.add_argument("--data", default=None,
+                        help="dataset folder (default: the checkpoint config's data.root, as typed at training: "
+                             "a relative path is relative to the current folder)")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run the network")
     parser.add_argument("--output", default=None, help="also write the result as JSON to this file")
@@ -27,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``kmunet evaluate``; prints one line per metric; returns 0."""
+    """Run ``kmunet evaluate``; prints one line per metric; returns 0 (errors raise, see ``evaluate_checkpoint``)."""
     from kmunet.training.evaluation import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, args.data, tta=args.tta, device=args.device, output=args.output)

@@ -11,9 +11,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "validate-data",
         help="check a dataset (labels, shapes, affines, label values, NaN) before training",
         description=(
-            "Check every case of DATA_DIR: each image has its label, equal shapes and affines, label "
-            "values within the configured classes, no NaN/inf. Prints every problem, then a summary "
-            "of spacings, orientations, shapes and label values. Exit code 1 if a problem is fatal."
+            "Check every case of DATA_DIR: every file readable (.nii.gz to the end of its gzip stream, so "
+            "a corrupt or truncated file is caught), equal image/label shapes and affines, label values "
+            "within the configured classes, no NaN/inf. An image without a label is a warning (training "
+            "leaves it out); no labelled case at all is fatal. Prints every problem, then a summary of "
+            "spacings, orientations, shapes and label values. Exit code 1 if a problem is fatal."
         ),
     )
     parser.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder (MSD, images/+labels/ or DRIVE)")

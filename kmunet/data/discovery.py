@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -78,7 +79,13 @@ def _discover_msd(root: Path) -> list[dict[str, Any]]:
     for i, item in enumerate(training):
         if not isinstance(item, dict) or "image" not in item:
             raise ValueError(f"{root / 'dataset.json'}: training[{i}] has no 'image': {item!r}")
-        image = (root / item["image"]).resolve() if not Path(item["image"]).is_absolute() else Path(item["image"])
+        for key in ("image", "label"):
+            value = item.get(key)
+            if (key == "image" or value is not None) and not (isinstance(value, str) and value.strip()):
+                raise ValueError(f"{root / 'dataset.json'}: training[{i}] {key!r} must be a file path (a "
+                                 f"non-empty string), got {value!r}")
+        image = Path(item["image"])
+        image = image if image.is_absolute() else (root / image).resolve()
         case: dict[str, Any] = {"name": path_stem(image), "image": str(image)}
         if item.get("label"):
             label = Path(item["label"])
@@ -87,18 +94,37 @@ def _discover_msd(root: Path) -> list[dict[str, Any]]:
     return cases
 
 
+#: nnU-Net raw-data image names: ``<case>_<4-digit channel>``.
+_NNUNET_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
 def _discover_folders(root: Path) -> list[dict[str, Any]]:
-    """Pair images and labels by file name; nnU-Net's channel suffix (``case_0000.nii.gz``) is dropped."""
+    """Pair images and labels by file name; nnU-Net's channel suffix (``case_0000.nii.gz``) is dropped.
+
+    Raises:
+        ValueError: nnU-Net channel files beyond ``_0000`` (``case_0001.nii.gz`` next to
+            ``case_0000.nii.gz``): multi-channel inputs are not supported (the message names a file).
+    """
     images_dir, labels_dir = _folder_pair(root)
     labels: dict[str, Path] = {}
     if labels_dir.is_dir():
         for p in sorted(labels_dir.iterdir()):
             if _is_image_entry(p):
                 labels[path_stem(p)] = p
+    images = [p for p in sorted(images_dir.iterdir()) if _is_image_entry(p)]
+    stems = {path_stem(p) for p in images}
+    extra_channels = [
+        p for p in images
+        if (m := _NNUNET_CHANNEL.match(path_stem(p))) and m["channel"] != "0000" and f"{m['case']}_0000" in stems
+    ]
+    if extra_channels:
+        raise ValueError(
+            f"{extra_channels[0]}: multi-channel nnU-Net inputs (_0001 ...) are not supported "
+            f"({len(extra_channels)} such file(s) in {images_dir.name}/); stack the channels of each case "
+            "into one 4D NIfTI and set network.in_channels, or keep only the _0000 files"
+        )
     cases = []
-    for p in sorted(images_dir.iterdir()):
-        if not _is_image_entry(p):
-            continue
+    for p in images:
         stem = path_stem(p)
         if stem not in labels and len(stem) > 5 and stem.endswith("_0000") and stem[:-5] in labels:
             stem = stem[:-5]  # nnU-Net raw data: image case_0000 (channel 0) pairs with label case
@@ -150,7 +176,8 @@ def discover_cases(data_cfg: DataConfig, root: str | Path | None = None) -> list
         ``"fov"`` (field-of-view mask).
 
     Raises:
-        ValueError: unknown layout, undetectable layout, duplicate names or no case found.
+        ValueError: unknown layout, undetectable layout, a ``dataset.json`` entry that is not a file
+            path, nnU-Net multi-channel inputs (``case_0001``), duplicate names or no case found.
         FileNotFoundError: the dataset folder does not exist.
     """
     if data_cfg.layout not in LAYOUTS:

@@ -138,21 +138,70 @@ def read_dicom_series(folder: str | Path, series_id: str | None = None) -> Any:
     return read_series(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
 
 
+#: ``sizeof_hdr`` of a NIfTI-1 / NIfTI-2 header (first 4 bytes, either byte order).
+_NIFTI_HEADER_SIZES: dict[int, str] = {348: "Nifti1Image", 540: "Nifti2Image"}
+
+
+def read_nifti(path: Path) -> tuple[Any, np.ndarray]:
+    """Read a NIfTI file as ``(nibabel image, array)``; a ``.gz`` file is read to its end.
+
+    nibabel stops reading a gzip stream once it has the voxels, before the gzip trailer, so a
+    corrupted ``.nii.gz`` would load as garbage voxel values. Here the stream is read through
+    :class:`gzip.GzipFile` to its end, which verifies the CRC-32 and length of the trailer: one
+    decompression, no copy of the file in memory.
+
+    Raises:
+        ValueError: corrupt or truncated gzip stream, or not a NIfTI-1/2 header (the message names
+            the file).
+    """
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    if not path.name.lower().endswith(".gz"):
+        img = nib.load(str(path))
+        return img, np.asanyarray(img.dataobj)
+    try:
+        with gzip.open(path, "rb") as stream:
+            head = stream.read(4)
+            sizes = [int.from_bytes(head, order) for order in ("little", "big")] if len(head) == 4 else [0]
+            size = next((n for n in sizes if n in _NIFTI_HEADER_SIZES), sizes[0])
+            if size not in _NIFTI_HEADER_SIZES:
+                raise ValueError(f"{path}: not a NIfTI file (header size {size}, expected 348 or 540)")
+            stream.seek(0)
+            img = getattr(nib, _NIFTI_HEADER_SIZES[size]).from_stream(stream)
+            data = np.asanyarray(img.dataobj)
+            while stream.read(1 << 20):  # to the trailer: GzipFile checks its CRC-32 and length there
+                pass
+    except gzip.BadGzipFile as err:
+        reason = "CRC check failed" if "CRC" in str(err) else str(err)
+        raise ValueError(f"{path}: corrupt gzip stream ({reason})") from None
+    except EOFError:
+        raise ValueError(f"{path}: truncated gzip stream (the file ends before its end-of-stream marker)") from None
+    except zlib.error as err:
+        raise ValueError(f"{path}: corrupt gzip stream ({err})") from None
+    return img, data
+
+
 def load_array(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
     """Load an image as ``(array, affine, channels)`` with the channel axis (if any) first.
 
-    Used by :func:`kmunet.data.validation.validate_dataset` (no MONAI pipeline needed there).
+    Used by :func:`kmunet.data.validation.validate_dataset` (no MONAI pipeline needed there). A
+    ``.nii.gz`` is read to the end of its gzip stream, so a corrupted file (CRC mismatch) or a
+    truncated one is an error rather than garbage voxel values.
 
     Returns:
         array of shape ``(C, *spatial)``, the 4x4 RAS affine (identity for raster images) and the
         number of channels ``C``.
+
+    Raises:
+        ValueError: an unsupported file type, or a corrupt or truncated ``.nii.gz`` (the message names
+            the file).
     """
     kind = image_kind(path)
     if kind == "nifti":
-        import nibabel as nib
-
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
+        img, data = read_nifti(Path(path))
         ndim_spatial = min(int(img.header["dim"][0]), 3) if data.ndim > 3 else data.ndim
         arr = data[None] if data.ndim == ndim_spatial else np.moveaxis(data.reshape(*data.shape[:3], -1), -1, 0)
         return arr, np.asarray(img.affine, dtype=np.float64), arr.shape[0]

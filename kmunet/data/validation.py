@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 
@@ -164,20 +164,49 @@ def _fmt(values: np.ndarray) -> str:
     return "x".join(f"{float(v):.3g}" for v in values)
 
 
-def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_cases: int | None = None) -> ValidationReport:
-    """Check a dataset against the config before training.
+def _reason(err: BaseException, path: str | Path) -> str:
+    """The message of ``err`` without a leading ``"<path>: "`` (the report's file column names it)."""
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    for prefix in (f"{path}: ", f"{Path(path).resolve()}: "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message
 
-    Checks, per case: the image can be read; its channel count equals ``network.in_channels`` and
-    its spatial rank ``network.spatial_dims``; no NaN/inf; it has a label; image and label spatial
-    shapes are equal and their affines agree within ``data.label_tolerance``; label values are
-    integers in ``0..len(class_names) - 1`` (DRIVE: 0/255); the DRIVE field-of-view mask exists and
-    matches. Empty labels (background only) and label files no image uses are warnings; everything
-    else is fatal.
+
+def _split_file(message: str, root: str) -> tuple[str, str]:
+    """``(file, message)`` of a discovery error: the file it names first (e.g. ``dataset.json``), else ``root``."""
+    for prefix in (f"{root}: ", f"{Path(root).resolve()}: "):  # the file column names it already
+        if message.startswith(prefix):
+            return root, message[len(prefix):]
+    head, sep, rest = message.partition(": ")
+    if sep and Path(head).exists():
+        return head, rest
+    return root, message
+
+
+def validate_dataset(
+    root: str | Path | None,
+    config: ExperimentConfig,
+    max_cases: int | None = None,
+    names: Collection[str] | None = None,
+) -> ValidationReport:
+    """Check a dataset against the config before training (and before ``kmunet evaluate``).
+
+    Checks, per case: the image can be read (a ``.nii.gz`` to the end of its gzip stream, so a
+    corrupted or truncated file is caught); its channel count equals ``network.in_channels`` and
+    its spatial rank ``network.spatial_dims``; no NaN/inf; image and label spatial shapes are equal
+    and their affines agree within ``data.label_tolerance``; label values are integers in
+    ``0..len(class_names) - 1`` (DRIVE: 0/255); the DRIVE field-of-view mask exists and matches.
+    Images without a label (left out of training and evaluation), empty labels (background only) and
+    label files no image uses are warnings; a dataset without any labelled case, and everything
+    else, is fatal.
 
     Args:
         root: dataset folder (``None`` = ``config.data.root``).
         config: experiment config.
         max_cases: check only the first ``max_cases`` cases (by name); ``None`` checks all.
+        names: check only the cases with these names (e.g. the validation split ``kmunet evaluate``
+            scores); label files no image uses are then not reported. ``None`` checks all.
 
     Returns:
         The :class:`ValidationReport` (never raises for problems in the data itself).
@@ -196,13 +225,16 @@ def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_case
         report.layout = layout
         cases = discover_cases(d, path)
     except (ValueError, FileNotFoundError, OSError) as err:
-        message = str(err)
-        for prefix in (f"{report.root}: ", f"{Path(report.root).resolve()}: "):  # the file column names it already
-            message = message[len(prefix):] if message.startswith(prefix) else message
-        report.add("fatal", report.root, message)
+        report.add("fatal", *_split_file(str(err), report.root))
         return report
-    for orphan in unpaired_labels(cases, path, layout):
-        report.add("warning", orphan, "label without an image (no case uses it)")
+    if not any(c.get("label") for c in cases):
+        report.add("fatal", report.root, f"no labelled case among {len(cases)} image(s): nothing to train on")
+    if names is None:
+        for orphan in unpaired_labels(cases, path, layout):
+            report.add("warning", orphan, "label without an image (no case uses it)")
+    else:
+        wanted = set(names)
+        cases = [c for c in cases if c["name"] in wanted]
     if max_cases is not None:
         cases = cases[:max_cases]
     report.n_cases = len(cases)
@@ -224,7 +256,7 @@ def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_case
         try:
             img, affine, n_ch = load_array(image_path)
         except Exception as err:  # noqa: BLE001 - any unreadable file is a finding, not a crash
-            report.add("fatal", image_path, f"cannot read image: {err}")
+            report.add("fatal", image_path, f"cannot read image: {_reason(err, image_path)}")
             continue
         spatial = tuple(int(s) for s in img.shape[1:])
         channels[n_ch] += 1
@@ -251,7 +283,7 @@ def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_case
             lo, hi = min(lo, float(img.min())), max(hi, float(img.max()))
         label = case.get("label")
         if not label:
-            report.add("fatal", image_path, "no label found for this image")
+            report.add("warning", image_path, "no label found for this image (left out of training and evaluation)")
             continue
         label_path = Path(label)
         if not label_path.exists():
@@ -260,7 +292,7 @@ def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_case
         try:
             lab, lab_affine, lab_ch = load_array(label_path)
         except Exception as err:  # noqa: BLE001
-            report.add("fatal", label_path, f"cannot read label: {err}")
+            report.add("fatal", label_path, f"cannot read label: {_reason(err, label_path)}")
             continue
         n_labelled += 1
         if lab_ch != 1:
@@ -298,7 +330,7 @@ def validate_dataset(root: str | Path | None, config: ExperimentConfig, max_case
                     if tuple(fov_arr.shape[1:]) != spatial:
                         report.add("fatal", fov, f"FOV mask shape {tuple(fov_arr.shape[1:])} != image shape {spatial}")
                 except Exception as err:  # noqa: BLE001
-                    report.add("fatal", fov, f"cannot read FOV mask: {err}")
+                    report.add("fatal", fov, f"cannot read FOV mask: {_reason(err, fov)}")
     shape_min, shape_max = _per_axis_range(list(shapes))  # per-axis range over the distinct values
     spacing_min, spacing_max = _per_axis_range(list(spacings))
     report.summary = {

@@ -280,13 +280,13 @@ def load_case(case: Case, spatial_dims: int = 3, in_channels: int = 1) -> Loaded
     if case.error:
         raise ValueError(case.error)
     if case.kind == "nifti":
-        import nibabel as nib
+        from kmunet.data.io import read_nifti
 
         try:
-            img = nib.load(str(case.path))
-            data = np.asarray(img.dataobj, dtype=np.float32)
-        except Exception as err:  # truncated gzip, bad header, not an image at all
-            reason = first_line(err)
+            img, raw = read_nifti(Path(case.path))  # a .nii.gz is read to its end: CRC checked
+            data = np.asarray(raw, dtype=np.float32)
+        except Exception as err:  # corrupt or truncated gzip, bad header, not an image at all
+            reason = first_line(err).removeprefix(f"{case.path}: ")
             raise ValueError(f"not a readable NIfTI image ({type(err).__name__}: {reason})") from None
         if data.ndim > spatial_dims and in_channels == 1 and all(n == 1 for n in data.shape[spatial_dims:]):
             data = data.reshape(data.shape[:spatial_dims])  # (x, y, z, 1) as some tools write 3D volumes

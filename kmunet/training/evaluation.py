@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
+from kmunet.config import ExperimentConfig
 from kmunet.runtime import resolve_device
 from kmunet.training.checkpoint import checkpoint_paths, models_from_checkpoints
 from kmunet.training.schedule import amp_settings
@@ -48,11 +49,18 @@ def evaluate_checkpoint(
         are the first member's, ``"checkpoints"`` / ``"epochs"`` list every member (one for a single
         checkpoint).
 
+    Before any inference the evaluated cases go through the check training runs before its first
+    epoch (:func:`~kmunet.data.validation.validate_dataset`, restricted to these cases): fatal
+    problems stop it with a message naming the file, warnings are printed to stderr as
+    ``warning: FILE: MESSAGE``. Images without a label are left out (a warning says how many).
+
     Raises:
         FileNotFoundError: missing checkpoint or data folder.
         ValueError: unusable checkpoint, members with different preprocessing, classes or validation
-            split, no data folder known, or no validation case.
+            split, no data folder known, no validation case, or fatal problems in the evaluated cases
+            (the message names the first; with several, each is printed to stderr first).
     """
+    from kmunet.data.discovery import discover_cases
     from kmunet.data.loaders import build_val_loader
     from kmunet.inference.writers import check_output_file
 
@@ -66,13 +74,20 @@ def evaluate_checkpoint(
     if not root:
         raise ValueError(f"{paths[0]}: its config has no data.root (synthetic demo data); pass data=DIR")
     if not Path(root).is_dir():
-        raise FileNotFoundError(f"data folder not found: {root}")
+        stored = " (the path stored in the checkpoint; pass --data DIR)" if data is None else ""
+        raise FileNotFoundError(f"data folder not found: {root}{stored}")
     mismatch = _label_name_mismatch(Path(root), list(config.data.class_names))
     if mismatch:
         print(f"warning: {mismatch}", file=sys.stderr, flush=True)
     # One pass over the validation cases: caching them would only cost memory.
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=root, cache="none"))
-    loader, names = build_val_loader(config)
+    cases = discover_cases(config.data)
+    loader, names = build_val_loader(config, cases=cases)
+    _check_cases(root, config, names)
+    unlabelled = [c for c in cases if not c.get("label")]
+    if unlabelled:
+        print(f"warning: {len(unlabelled)} image(s) without a label left out (first: {unlabelled[0]['image']})",
+              file=sys.stderr, flush=True)
     mirror_axes = tuple(config.data.flip_axes) if tta else ()
     metrics = evaluate(model, loader, config, dev, amp_settings(dev, config.train.amp), mirror_axes=mirror_axes)
     result = {
@@ -92,6 +107,31 @@ def evaluate_checkpoint(
 
         write_text_atomic(output, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _check_cases(root: str, config: ExperimentConfig, names: Sequence[str]) -> None:
+    """Run :func:`~kmunet.data.validation.validate_dataset` on the cases ``names`` of ``root``.
+
+    Warnings are printed to stderr; fatal problems raise (several: each printed first, as
+    ``kmunet validate-data`` prints them).
+
+    Raises:
+        ValueError: a fatal problem (the message names the first one's file and what is wrong).
+    """
+    from kmunet.data.validation import validate_dataset
+
+    report = validate_dataset(root, config, names=names)
+    for problem in report.warnings:
+        print(f"warning: {problem.file}: {problem.message}", file=sys.stderr, flush=True)
+    fatal = report.fatal
+    if not fatal:
+        return
+    if len(fatal) > 1:
+        for problem in fatal:
+            print(problem, file=sys.stderr, flush=True)
+    first = fatal[0]
+    count = f"{len(fatal)} fatal problems in the {len(names)} evaluated case(s), first: " if len(fatal) > 1 else ""
+    raise ValueError(f"{count}{first.file}: {first.message} (no case evaluated)")
 
 
 def _label_name_mismatch(root: Path, class_names: list[str]) -> str:

@@ -16,6 +16,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -385,6 +386,10 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
                 f"dataset {report.root} has {len(report.fatal)} fatal problem(s), first: {first.file}: "
                 f"{first.message} (run `kmunet validate-data` for the full list)"
             )
+        if is_main and report.warnings:  # e.g. images without a label, which training leaves out
+            shown = "; ".join(f"{w.file}: {w.message}" for w in report.warnings[:3])
+            more = f" (+{len(report.warnings) - 3} more: run `kmunet validate-data`)" if len(report.warnings) > 3 else ""
+            print(f"warning: dataset {report.root}: {len(report.warnings)} warning(s): {shown}{more}", file=sys.stderr)
         train_loader, val_loader, info = build_dataloaders(config, rank=rank, world_size=world_size)
         class_names = list(config.data.class_names)
         steps_per_epoch = len(train_loader)

@@ -30,7 +30,7 @@ def test_clean_dataset_passes(folders3d: Path) -> None:
 
 
 def _plant_problems(root: Path) -> dict[str, str]:
-    """Break five cases in five ways (+ one empty label); returns name -> expected message part."""
+    """Break four cases in four ways (+ one unlabelled image, one empty label); returns name -> expected fatal message part."""
     labels, images = root / "labels", root / "images"
     (labels / "synth_000.nii.gz").unlink()
     lab1 = nib.load(labels / "synth_001.nii.gz")
@@ -50,7 +50,6 @@ def _plant_problems(root: Path) -> dict[str, str]:
     lab5 = nib.load(labels / "synth_005.nii.gz")
     save_nifti(labels / "synth_005.nii.gz", np.zeros(lab5.shape, np.uint8), lab5.affine)
     return {
-        "synth_000": "no label",
         "synth_001": "label shape",
         "synth_002": "NaN",
         "synth_003": "label values [5]",
@@ -66,7 +65,9 @@ def test_each_planted_problem_is_caught(folders3d: Path) -> None:
     for name, message in expected.items():
         hits = [p for p in report.fatal if name in p.file and message in p.message]
         assert len(hits) == 1, (name, [str(p) for p in report.problems])
-    assert [Path(p.file).name for p in report.warnings] == ["synth_005.nii.gz"]
+    assert [(Path(p.file).parent.name, Path(p.file).name) for p in report.warnings] == [
+        ("images", "synth_000.nii.gz"), ("labels", "synth_005.nii.gz")]
+    assert "no label found" in report.warnings[0].message  # an unlabelled image is left out, not fatal
     assert report.summary["empty_labels"] == ["synth_005"]
 
 
@@ -133,7 +134,7 @@ def test_cli_exit_codes(folders3d: Path, capsys: pytest.CaptureFixture[str]) -> 
     _plant_problems(folders3d)
     assert main(["validate-data", str(folders3d), *overrides]) == 1
     out = capsys.readouterr().out
-    assert out.count("FATAL") == 5 and out.count("WARNING") == 1 and "label_values" in out
+    assert out.count("FATAL") == 4 and out.count("WARNING") == 2 and "label_values" in out
     # three classes configured away -> label value 2 becomes invalid everywhere
     assert main(["validate-data", str(folders3d), "--set", "data.class_names=[bg,fg]"]) == 1
     assert main(["validate-data", str(folders3d), "--set", "data.nonsense=1"]) == 1

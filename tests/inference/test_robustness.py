@@ -44,6 +44,9 @@ def test_bad_inputs_are_reported_and_others_processed(tmp_path: Path, capsys: py
     save_nifti(inp / "sub" / "good2.nii", good, np.diag([2.0, 1.0, 1.0, 1.0]))
     full = gzip.compress((inp / "sub" / "good2.nii").read_bytes())
     (inp / "truncated.nii.gz").write_bytes(full[: len(full) // 2])
+    crc = bytearray(full)
+    crc[-8] ^= 0xFF  # the gzip trailer's CRC-32 no longer matches: voxels read fine, the file is corrupt
+    (inp / "badcrc.nii.gz").write_bytes(bytes(crc))
     (inp / "notanimage.nii.gz").write_text("this is a text file with an image extension\n")
     (inp / "fake.dcm").write_bytes(b"not dicom at all" * 10)
     save_nifti(inp / "flat2d.nii.gz", good[:, :, 0], np.eye(4))
@@ -56,16 +59,17 @@ def test_bad_inputs_are_reported_and_others_processed(tmp_path: Path, capsys: py
     status = {c.case: (c.status, c.error) for c in report.cases}
     assert status["good"][0] == "ok" and status["good2"][0] == "ok"
     for bad, reason in [("truncated", "not a readable NIfTI"), ("notanimage", "not a readable NIfTI"),
+                        ("badcrc", "corrupt gzip stream (CRC check failed)"),
                         ("fake", "not a readable DICOM"), ("flat2d", "2D image"), ("vol4d", "4D image")]:
         assert status[bad][0] == "failed" and reason in status[bad][1], (bad, status[bad])
     assert [Path(f).name for f, _ in report.skipped] == ["notes.txt"]
     assert report.exit_code == 1
     err_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(err_lines) == 5 and all(str(inp) in line for line in err_lines)
+    assert len(err_lines) == 6 and all(str(inp) in line for line in err_lines)
     assert sorted(p.name for p in out.iterdir()) == ["good.nii.gz", "good2.nii.gz", "predict_report.csv",
                                                       "predict_report.json"]
     saved = json.loads((out / "predict_report.json").read_text())
-    assert saved["n_failed"] == 5 and saved["n_ok"] == 2
+    assert saved["n_failed"] == 6 and saved["n_ok"] == 2
     csv_text = (out / "predict_report.csv").read_text()
     assert "truncated" in csv_text and "notes.txt" in csv_text
     # Through the CLI: the same folder gives exit code 1 (good outputs exist -> not failures).
