@@ -142,7 +142,7 @@ def _find_by_id(folder: Path, case_id: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def _discover_drive(root: Path) -> list[dict[str, Any]]:
+def discover_drive(root: Path) -> list[dict[str, Any]]:
     """DRIVE: ``images/21_training.tif`` + ``1st_manual/21_manual1.gif`` + ``mask/21_training_mask.gif``."""
     cases = []
     for p in sorted((root / "images").iterdir()):
@@ -192,7 +192,7 @@ def discover_cases(data_cfg: DataConfig, root: str | Path | None = None) -> list
         if not (path / "images" if layout == "drive" else _folder_pair(path)[0]).is_dir():
             raise FileNotFoundError(f"{path}: layout {layout!r} needs an images/ folder"
                                     + (" (or imagesTr/)" if layout == "folders" else ""))
-        cases = _discover_drive(path) if layout == "drive" else _discover_folders(path)
+        cases = discover_drive(path) if layout == "drive" else _discover_folders(path)
     if not cases:
         raise ValueError(f"{path}: no cases found (layout {layout!r})")
     names = [c["name"] for c in cases]
