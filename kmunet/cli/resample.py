@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from kmunet.options import INR_MODELS, RESAMPLE_METHODS
 
@@ -17,7 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "centre) and orientation and covers its extent. Methods: a scan-specific INR fitted in world "
             "coordinates (--method inr, default), a learned resampler (--prior MODEL), the two fused "
             "(--prior MODEL --method prior+inr, weights from self-validation on the input), trilinear (linear) or "
-            "cubic B-spline (bspline) interpolation."
+            "cubic B-spline (bspline) interpolation. When downsampling (a coarser voxel size along an axis), linear "
+            "and bspline smooth the input along that axis first (Gaussian anti-aliasing, sigma = sqrt(r^2 - 1) / 2 "
+            "input voxels for r times coarser); the INR and prior methods point-sample and say so. With --prior, a "
+            "warning is printed when the factors or voxel size are outside what the prior was trained on."
         ),
     )
     parser.add_argument("--input", required=True, help="input NIfTI volume (.nii or .nii.gz)")
@@ -72,11 +76,11 @@ def run(args: argparse.Namespace) -> int:
     if args.iterations is not None and args.iterations < 1:
         raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
     output = Path(args.output)
-    if not (output.name.endswith(".nii") or output.name.endswith(".nii.gz")):
+    if not output.name.lower().endswith((".nii", ".nii.gz")):
         raise ValueError(f"--output must end in .nii or .nii.gz, got {output}")
     check_output_file(output)  # before the fit, not after
     common = dict(method=args.method, inr=args.inr, iterations=args.iterations, device=args.device, seed=args.seed,
-                  prior=args.prior, progress=args.progress)
+                  prior=args.prior, progress=args.progress, notify=_warn)
     if args.plane is not None:
         origin, u, v = args.plane[:3], args.plane[3:6], args.plane[6:]
         image = resample_plane(args.input, origin, u, v, args.plane_size, args.plane_spacing, **common)
@@ -88,3 +92,8 @@ def run(args: argparse.Namespace) -> int:
     zooms = ", ".join(f"{z:.4g}" for z in image.header.get_zooms()[:3])
     print(f"{args.input} -> {output} shape {tuple(image.shape)} spacing ({zooms}) mm")
     return 0
+
+
+def _warn(message: str) -> None:
+    """Print a one-line warning of the resampling library to stderr (before the work starts)."""
+    print(f"kmunet resample: warning: {message}", file=sys.stderr, flush=True)

@@ -13,12 +13,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train a conv-encoder + implicit-decoder resampler on random crops of a folder of NIfTI volumes with "
             "slices dropped along a random axis (factors 2 and 4). Some volumes are held out (deterministic split "
-            "by --seed; their names are stored in the checkpoint). The checkpoint loads with "
-            "torch.load(weights_only=True)."
+            "by --seed; their names are stored in the checkpoint, with the trained factors and the training volumes' "
+            "voxel sizes, which kmunet resample --prior checks its input against). Training is in voxel space; a "
+            "note is printed for anisotropic training volumes. The checkpoint loads with torch.load(weights_only=True)."
         ),
     )
     parser.add_argument("--data", required=True, help="folder of .nii/.nii.gz volumes")
-    parser.add_argument("--output", required=True, help="checkpoint path (.pt), written atomically")
+    parser.add_argument("--output", required=True, help="checkpoint path (must end in .pt), written atomically")
     parser.add_argument("--epochs", type=int, default=50, help="epochs (default 50)")
     parser.add_argument("--batch-size", type=int, default=4, help="crops per step (default 4)")
     parser.add_argument("--crop", type=int, default=24, help="crop size in voxels (default 24)")
@@ -42,11 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``kmunet train-resampler``; returns 0 on success."""
-    from kmunet.inr.prior import ResamplerAugment, train_resampler
+    from kmunet.inr.prior import ResamplerAugment, check_checkpoint_path, train_resampler
 
-    from kmunet.inference.writers import check_output_file
-
-    output = check_output_file(args.output)  # before training, not after
+    output = check_checkpoint_path(args.output)  # before training, not after
     summary = train_resampler(
         args.data, output, epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, factors=args.factors,
         lr=args.lr, holdout=args.holdout, seed=args.seed, device=args.device, time_limit=args.time_limit,

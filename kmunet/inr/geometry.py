@@ -7,6 +7,8 @@ depends on the handedness). Voxel ``(0, 0, 0)`` is the first voxel *centre*.
 A resampled grid keeps the input's direction (orientation) and origin (the first voxel centre, as
 SimpleITK's resampling does) and covers the input's extent: along each axis
 ``n_new = floor((n - 1) * old_spacing / new_spacing) + 1`` and the affine is ``[direction * new_spacing | origin]``.
+The floor forgives a shortfall of up to :data:`COUNT_TOLERANCE` of a new step (see :func:`sample_count`), so
+that a spacing stored in float32 (0.42969999 for 0.4297 mm) does not lose the last sample.
 """
 
 from __future__ import annotations
@@ -24,10 +26,17 @@ __all__ = [
     "resampled_grid",
     "new_spacing",
     "normalization_for",
+    "sample_count",
 ]
 
-#: Relative tolerance when counting samples, so that e.g. (n - 1) * 3 / 1.5 is not floored to one less.
-_COUNT_EPS = 1e-6
+#: Tolerance, in new steps, when counting samples: ``(n - 1) * old / new`` within this fraction of a step
+#: below an integer counts as that integer. A voxel size stored as float32 is exact to about 6e-8
+#: relative (0.42969999 for 0.4297 mm), which leaves ``(n - 1) * old / new`` short of the integer by up to
+#: about 1e-7 of it; 1e-4 of a step covers axes of up to ~1000 samples, and :data:`COUNT_RELATIVE_TOLERANCE`
+#: longer ones. The extra sample is then at most 1e-4 of a step beyond the last input voxel centre.
+COUNT_TOLERANCE: float = 1e-4
+#: Tolerance relative to ``(n - 1) * old / new`` (about 16 float32 rounding steps), for very long axes.
+COUNT_RELATIVE_TOLERANCE: float = 1e-6
 #: Largest output grid :func:`resampled_grid` / :func:`check_grid_size` accept (4 GiB as float32).
 MAX_GRID_VOXELS: int = 2**30
 
@@ -202,6 +211,24 @@ def check_grid_size(shape: Sequence[int]) -> None:
                          f"{MAX_GRID_VOXELS:,}: choose a larger voxel size or a smaller factor")
 
 
+def sample_count(n: int, old: float, new: float) -> int:
+    """Samples of spacing ``new`` covering ``n`` samples of spacing ``old``: ``floor((n - 1) * old / new) + 1``.
+
+    The floor tolerates float32 rounding of either spacing: a quotient within
+    ``max(COUNT_TOLERANCE, COUNT_RELATIVE_TOLERANCE * quotient)`` below an integer counts as that integer.
+
+    Raises:
+        ValueError: ``n < 1`` or a spacing that is not a positive finite number.
+    """
+    if int(n) < 1:
+        raise ValueError(f"sample count n must be >= 1, got {n!r}")
+    for name, value in (("old", old), ("new", new)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} spacing must be a positive finite number, got {value!r}")
+    steps = (int(n) - 1) * float(old) / float(new)
+    return int(math.floor(steps + max(COUNT_TOLERANCE, COUNT_RELATIVE_TOLERANCE * steps))) + 1
+
+
 def resampled_grid(
     grid: Grid,
     spacing: Sequence[float] | None = None,
@@ -217,11 +244,16 @@ def resampled_grid(
         axis: voxel axis for ``factor``.
 
     Returns:
-        Grid with ``n_new = floor((n - 1) * old / new) + 1`` and affine ``[direction * new | origin]``.
+        Grid with ``n_new = floor((n - 1) * old / new) + 1`` (:func:`sample_count`, tolerant of float32
+        spacings) and affine ``[direction * new | origin]``.
+
+    Raises:
+        ValueError: bad ``spacing``/``factor``/``axis`` (:func:`new_spacing`) or a grid over
+            :data:`MAX_GRID_VOXELS` voxels.
     """
     new = new_spacing(grid.spacing, spacing=spacing, factor=factor, axis=axis)
     old = grid.spacing
-    shape = tuple(int(math.floor((n - 1) * o / s + _COUNT_EPS)) + 1 for n, o, s in zip(grid.shape, old, new))
+    shape = tuple(sample_count(n, o, s) for n, o, s in zip(grid.shape, old, new))
     check_grid_size(shape)
     affine = np.eye(4)
     affine[:3, :3] = grid.direction * new

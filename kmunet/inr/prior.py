@@ -14,6 +14,11 @@ crops of a folder of NIfTI volumes whose slices are dropped along a random axis 
 slice); the checkpoint ``{"state_dict": ..., "config": {...}}`` loads with ``torch.load(weights_only=True)``.
 Intensities are divided by the 99th percentile of the input volume and restored afterwards. At
 inference the prediction is averaged over the 8 mirror images of the input (flips along each axis).
+
+The network works in voxel space: it knows the upsampling factor, not the voxel size. The checkpoint
+config therefore records the training volumes' voxel sizes (``"spacing"``: per-axis ``median``, ``min``
+and ``max`` in mm) beside the trained ``"factors"``, and :func:`prior_domain_warning` says when an input
+lies outside them (checkpoints written before the spacing was recorded are checked on factors only).
 """
 
 from __future__ import annotations
@@ -34,16 +39,25 @@ from kmunet.checks import check_int
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "SPACING_TOLERANCE",
     "ResamplerAugment",
     "ResamplerNet",
+    "check_checkpoint_path",
     "holdout_split",
     "load_resampler",
+    "prior_domain_warning",
     "prior_resample_array",
     "save_resampler",
     "train_resampler",
 ]
 
 CHECKPOINT_FORMAT = "kmunet-resampler-v1"
+#: :func:`prior_domain_warning` accepts voxel sizes up to this factor outside the training range.
+SPACING_TOLERANCE: float = 1.25
+#: A volume whose largest voxel size exceeds its smallest by more than this factor is anisotropic.
+_ANISOTROPY = 1.1
+#: Relative tolerance when matching a requested factor to a trained one.
+_FACTOR_TOLERANCE = 0.01
 
 
 class _ResBlock(nn.Module):
@@ -117,6 +131,21 @@ class ResamplerNet(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
+def check_checkpoint_path(path: str | Path) -> Path:
+    """A checkpoint output path, checked before any work: it must end in ``.pt`` (any case).
+
+    Raises:
+        ValueError: another suffix, or an existing folder.
+        FileNotFoundError: its folder does not exist.
+    """
+    from kmunet.inference.writers import check_output_file
+
+    path = check_output_file(path)
+    if not path.name.lower().endswith(".pt"):
+        raise ValueError(f"{path}: the resampler checkpoint must end in .pt")
+    return path
+
+
 def save_resampler(model: ResamplerNet, path: str | Path, **extra) -> Path:
     """Save ``{"state_dict", "config"}`` atomically; ``extra`` (plain values) goes into the config."""
     from kmunet.inference.writers import atomic_path
@@ -147,6 +176,60 @@ def load_resampler(path: str | Path, device: str | torch.device = "cpu") -> Resa
     model.load_state_dict(ckpt["state_dict"])
     model.train_config = dict(cfg)  # type: ignore[attr-defined]
     return model.to(device).eval()
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return " x ".join(f"{float(v):.3g}" for v in values)
+
+
+def prior_domain_warning(
+    config: dict,
+    spacing: Sequence[float],
+    factors: Sequence[float],
+    name: str = "the prior",
+) -> str | None:
+    """A one-line warning when a prior is used outside what it was trained on, else ``None``.
+
+    Outside means: an upsampled axis (factor > 1) whose factor is none of the trained ``config["factors"]``
+    (within 1 %), more than one upsampled axis (training drops slices along one axis at a time), or --
+    when the checkpoint records ``config["spacing"]`` -- a voxel size the prior never saw: training
+    crops had the training volumes' voxel size along kept axes and that size times the factor along
+    the dropped one, so ``spacing / factors`` per axis is compared with the training range (smallest
+    ``min`` to largest ``max`` over the axes, widened by :data:`SPACING_TOLERANCE` either way).
+
+    Args:
+        config: the checkpoint config (``load_resampler(path).train_config``).
+        spacing: the input's voxel size per voxel axis (mm).
+        factors: upsampling factor per voxel axis (input voxel size / output voxel size, at least 1).
+        name: how the message names the prior (its file).
+
+    Raises:
+        ValueError: ``spacing`` or ``factors`` not three positive finite numbers.
+    """
+    sp = np.asarray(spacing, dtype=np.float64).reshape(-1)
+    fac = np.maximum(np.asarray(factors, dtype=np.float64).reshape(-1), 1.0)
+    for label, arr in (("spacing", sp), ("factors", fac)):
+        if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+            raise ValueError(f"{label} must be three positive numbers, got {arr.tolist()!r}")
+    problems = []
+    trained = [float(f) for f in config.get("factors", []) or []]
+    up = [float(f) for f in fac if f > 1.0 + 1e-6]
+    if trained and up:
+        off = [f for f in up if not any(abs(f - t) <= _FACTOR_TOLERANCE * t for t in trained)]
+        if off or len(up) > 1:
+            problems.append(f"factors {_fmt(fac)} (trained: {', '.join(f'{t:g}' for t in trained)} along one axis "
+                            "at a time)")
+    recorded = config.get("spacing")
+    if isinstance(recorded, dict) and recorded.get("min") and recorded.get("max"):
+        lo, hi = min(float(v) for v in recorded["min"]), max(float(v) for v in recorded["max"])
+        seen = sp / fac
+        if np.any(seen < lo / SPACING_TOLERANCE) or np.any(seen > hi * SPACING_TOLERANCE):
+            median = recorded.get("median") or []
+            problems.append(f"voxel size {_fmt(sp)} mm ({_fmt(seen)} mm at full resolution; trained on "
+                            f"{lo:.3g}-{hi:.3g} mm{f', median {_fmt(median)} mm' if median else ''})")
+    if not problems:
+        return None
+    return f"{name} was not trained for {' or '.join(problems)}; its output may be unreliable"
 
 
 # ------------------------------------------------------------------------------------------- inference
@@ -201,12 +284,12 @@ def prior_resample_array(
 
 # ------------------------------------------------------------------------------------------- training
 def list_volumes(data_dir: str | Path) -> list[Path]:
-    """Sorted NIfTI files (``*.nii``, ``*.nii.gz``) in a folder (not hidden ones)."""
+    """Sorted NIfTI files (``*.nii``, ``*.nii.gz``, any case) in a folder (not hidden ones)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data folder not found: {data_dir}")
     files = sorted(p for p in data_dir.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and (p.name.endswith(".nii") or p.name.endswith(".nii.gz")))
+                   if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith((".nii", ".nii.gz")))
     if not files:
         raise ValueError(f"no NIfTI volumes (*.nii, *.nii.gz) in {data_dir}")
     return files
@@ -334,6 +417,13 @@ def _make_batch(volumes: list[np.ndarray], rng: np.random.Generator, batch: int,
     return lr, q.unsqueeze(0).expand(batch, -1, -1).contiguous(), target, fac
 
 
+def _spacing_summary(spacings: Sequence[Sequence[float]]) -> dict[str, list[float]]:
+    """Per-axis ``median``, ``min`` and ``max`` (mm) of the training volumes' voxel sizes (plain floats)."""
+    arr = np.asarray(spacings, dtype=np.float64).reshape(-1, 3)
+    return {"median": [float(v) for v in np.median(arr, axis=0)], "min": [float(v) for v in arr.min(axis=0)],
+            "max": [float(v) for v in arr.max(axis=0)]}
+
+
 def train_resampler(
     data_dir: str | Path,
     output: str | Path,
@@ -361,25 +451,34 @@ def train_resampler(
     side; smaller volumes are reflect-padded). Each step drops slices along a random axis with a random
     factor from ``factors`` and fits the dropped slices (MSE on intensities divided by each volume's 99th
     percentile). ``holdout`` volumes (deterministic split by ``seed``) are never used; their names are
-    stored in the checkpoint config for benchmarks. Adam with cosine learning-rate decay to 5 % over the
-    epochs, or over ``time_limit`` when that ends first.
+    stored in the checkpoint config for benchmarks, with the trained ``factors`` and the training
+    volumes' voxel sizes (``spacing``: per-axis ``median``, ``min``, ``max`` in mm; see
+    :func:`prior_domain_warning`). Training is in voxel space: a note is printed when training volumes
+    have anisotropic voxels, whose slices are dropped along voxel axes regardless of their size. Adam
+    with cosine learning-rate decay to 5 % over the epochs, or over ``time_limit`` when that ends first.
 
     Args:
         data_dir: folder of ``*.nii.gz`` volumes.
-        output: checkpoint path.
+        output: checkpoint path (must end in ``.pt``; checked before training).
         epochs: training epochs.
         time_limit: stop (and save) after this many seconds even if epochs remain.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         augment: domain randomisation of the crops (:class:`ResamplerAugment`; default: none).
 
     Returns:
-        Summary dict (``steps``, ``seconds``, ``final_loss``, ``train``, ``holdout`` names).
+        Summary dict (``steps``, ``seconds``, ``final_loss``, ``factors``, ``spacing``, ``train``,
+        ``holdout`` names).
+
+    Raises:
+        ValueError: bad settings, an output not ending in ``.pt``, unreadable or non-3-D volumes.
+        FileNotFoundError: missing data folder or output folder.
     """
     import nibabel as nib
     from tqdm.auto import tqdm
 
     from kmunet.runtime import resolve_device
 
+    output = check_checkpoint_path(output)
     epochs = check_int("epochs", epochs)
     if not factors or any(int(f) < 2 for f in factors):
         raise ValueError(f"factors must be integers >= 2, got {list(factors)!r}")
@@ -396,16 +495,26 @@ def train_resampler(
         print(f"note: holdout {asked} reduced to {holdout}: {data_dir} has only {len(files)} volume(s) and at "
               "least one must be left to train on", flush=True)
     train_files, held = holdout_split(files, holdout, seed)
-    volumes = []
+    volumes, spacings = [], []
     for f in train_files:
         try:
-            data = np.asarray(nib.load(str(f)).dataobj, dtype=np.float32)
+            img = nib.load(str(f))
+            data = np.asarray(img.dataobj, dtype=np.float32)
+            zooms = [float(z) for z in img.header.get_zooms()]
         except Exception as err:  # noqa: BLE001
             raise ValueError(f"cannot read {f}: {err}") from None
+        kept = [z for n, z in zip(data.shape, zooms) if n != 1]  # the axes np.squeeze keeps
         data = np.squeeze(data)
         if data.ndim != 3:
             raise ValueError(f"{f} is not a 3-D volume (shape {data.shape})")
         volumes.append(data / intensity_scale(data))
+        spacings.append(kept if len(kept) == 3 else zooms[:3])
+    spacing = _spacing_summary(spacings)
+    aniso = [(f, s) for f, s in zip(train_files, spacings) if max(s) > _ANISOTROPY * min(s)]
+    if aniso:
+        print(f"note: {len(aniso)} of {len(train_files)} training volumes have anisotropic voxels (e.g. "
+              f"{aniso[0][0].name}: {_fmt(aniso[0][1])} mm); the prior is trained in voxel space (slices dropped "
+              "along voxel axes whatever their size); the voxel sizes are recorded in the checkpoint", flush=True)
     largest = max(max(v.shape) for v in volumes)
     if crop > largest:
         raise ValueError(f"crop {crop} is larger than every training volume (largest side {largest} voxels): "
@@ -459,6 +568,7 @@ def train_resampler(
         "epochs": epochs,
         "stopped_early": stopped_early,
         "factors": [int(f) for f in factors],
+        "spacing": spacing,
         "crop": crop,
         "augment": {"zoom": [float(v) for v in augment.zoom], "slice_blur": float(augment.slice_blur),
                     "contrast": float(augment.contrast)},

@@ -11,17 +11,24 @@
   proportional to its squared error there. Neither the reference nor the output grid is looked at.
 * ``method="linear"`` / ``"bspline"``: trilinear and cubic B-spline interpolation
   (``scipy.ndimage.map_coordinates``, order 1 and 3 with the spline prefilter) at the new grid's points
-  mapped into the input's voxel indices through both affines.
+  mapped into the input's voxel indices through both affines. Along an axis whose new voxel size is
+  coarser (downsampling) the input is first smoothed with a Gaussian (anti-aliasing,
+  :func:`anti_alias_sigma`); upsampled and unchanged axes are not touched.
+
+The INR methods and the prior evaluate their continuous model at the new grid points, so downsampling
+with them is point sampling (no anti-aliasing); :func:`resample_volume` says so through ``notify``.
 
 The new grid keeps the input's origin and orientation and covers its extent (see
-:func:`kmunet.inr.geometry.resampled_grid`); the output NIfTI's affine (sform and qform) describes it.
+:func:`kmunet.inr.geometry.resampled_grid`); the output NIfTI's sform is its exact affine, and so is the
+qform unless the affine has shear, which a qform cannot represent (see :func:`_output_image`).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -29,10 +36,14 @@ import torch
 from kmunet.inr.geometry import Grid, Normalization, check_grid_size, grid_from_image, normalization_for, resampled_grid
 from kmunet.options import RESAMPLE_METHODS
 
+if TYPE_CHECKING:
+    from kmunet.inr.prior import ResamplerNet
+
 __all__ = [
     "METHODS",
     "INR_DEFAULTS",
     "FittedINR",
+    "anti_alias_sigma",
     "fit_inr",
     "fusion_weight",
     "interpolate_array",
@@ -57,6 +68,10 @@ INR_DEFAULTS: dict[str, dict[str, Any]] = {
 DEFAULT_ITERATIONS = 800
 DEFAULT_BATCH = 8192
 _CHUNK = 1 << 16
+#: An axis is downsampled when its new voxel size exceeds the old one by more than this fraction.
+_COARSER_EPS = 1e-4
+#: Gaussian kernel radius of the anti-aliasing, in sigmas (scipy's default).
+_TRUNCATE = 4.0
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -120,6 +135,49 @@ def interpolate_array(data: np.ndarray, index: np.ndarray, order: int) -> np.nda
         coeffs = ndimage.spline_filter(np.asarray(data, dtype=np.float64), order=3, mode="mirror")
         return ndimage.map_coordinates(coeffs, index.T, order=3, mode="mirror", prefilter=False)
     return ndimage.map_coordinates(np.asarray(data, dtype=np.float64), index.T, order=1, mode="nearest")
+
+
+def anti_alias_sigma(old_spacing: Sequence[float], new_spacing: Sequence[float]) -> np.ndarray:
+    """Per-axis Gaussian sigma (input voxels) that anti-aliases downsampling from ``old`` to ``new`` spacing.
+
+    With ``r = new / old > 1`` along an axis, ``sigma = sqrt(r**2 - 1) / 2``: the input is taken to have a
+    Gaussian point spread of half an input voxel, and smoothing brings it to half an output voxel
+    (``0.5 * r`` input voxels; variances add) -- the rule of the prior's zoom augmentation
+    (:class:`kmunet.inr.prior.ResamplerAugment`). Axes with ``r <= 1`` (upsampled or unchanged, up to a
+    relative 1e-4) get 0.
+
+    Raises:
+        ValueError: spacings that are not three positive finite numbers.
+    """
+    old = np.asarray(old_spacing, dtype=np.float64).reshape(-1)
+    new = np.asarray(new_spacing, dtype=np.float64).reshape(-1)
+    for name, arr in (("old_spacing", old), ("new_spacing", new)):
+        if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+            raise ValueError(f"{name} must be three positive numbers, got {arr.tolist()!r}")
+    ratio = new / old
+    return np.where(ratio > 1.0 + _COARSER_EPS, 0.5 * np.sqrt(np.maximum(ratio**2 - 1.0, 0.0)), 0.0)
+
+
+def _coarser_axes(in_grid: Grid, out_grid: Grid) -> list[int]:
+    """Voxel axes along which ``out_grid`` (same directions as ``in_grid``) is coarser: downsampled."""
+    return [int(a) for a in np.flatnonzero(anti_alias_sigma(in_grid.spacing, out_grid.spacing) > 0)]
+
+
+def _anti_alias(data: np.ndarray, in_grid: Grid, out_grid: Grid) -> np.ndarray:
+    """``data`` smoothed along its downsampled axes (:func:`anti_alias_sigma`); ``data`` itself if none.
+
+    Edges are mirrored (``scipy.ndimage`` mode ``"reflect"``, ITK's zero-flux Neumann condition), so a
+    constant stays constant; a ramp is kept in the interior but bends within a few sigma of the edges.
+    """
+    from scipy import ndimage
+
+    sigma = anti_alias_sigma(in_grid.spacing, out_grid.spacing)
+    if not np.any(sigma > 0):
+        return data
+    out = np.asarray(data, dtype=np.float64)
+    for a in np.flatnonzero(sigma > 0):
+        out = ndimage.gaussian_filter1d(out, float(sigma[a]), axis=int(a), mode="reflect", truncate=_TRUNCATE)
+    return out
 
 
 def _baseline(data: np.ndarray, in_grid: Grid, out_grid: Grid, order: int) -> np.ndarray:
@@ -262,8 +320,12 @@ def sample_plane(
 
     Returns:
         ``(rows, columns)`` float32 intensities.
+
+    Raises:
+        ValueError: a bad plane (:func:`plane_grid`) or one wholly outside the fitted volume.
     """
     grid = plane_grid(origin, u, v, size, spacing)
+    _check_plane_inside(fitted.grid, grid)
     return _inr_on_grid(fitted, grid)[:, :, 0]
 
 
@@ -280,19 +342,43 @@ def _upsampling_factors(in_grid: Grid, out_grid: Grid) -> np.ndarray:
     return np.maximum(in_grid.spacing / out_grid.spacing, 1.0)
 
 
-def _prior_on_grid(prior: str | Path, data: np.ndarray, in_grid: Grid, out_grid: Grid, device: torch.device) -> np.ndarray:
-    from kmunet.inr.prior import load_resampler, prior_resample_array
+def _load_prior(prior: "str | Path | ResamplerNet", device: str | torch.device) -> "ResamplerNet":
+    """The prior model: ``prior`` itself when already loaded, else loaded from its checkpoint file."""
+    from kmunet.inr.prior import ResamplerNet, load_resampler
+    from kmunet.runtime import resolve_device
 
-    model = load_resampler(prior, device=device)
+    if isinstance(prior, ResamplerNet):
+        return prior
+    return load_resampler(prior, device=resolve_device(device))
+
+
+def _prior_on_grid(model: "ResamplerNet", data: np.ndarray, in_grid: Grid, out_grid: Grid) -> np.ndarray:
+    from kmunet.inr.prior import prior_resample_array
+
     factors = _upsampling_factors(in_grid, out_grid)
     index = in_grid.world_to_index(out_grid.world_points())
     return prior_resample_array(model, data, index, factors).reshape(out_grid.shape)
 
 
+def _check_fusion_samples(shape: Sequence[int], axes: Sequence[int]) -> None:
+    """Raise ``ValueError`` unless every axis in ``axes`` has the 3 samples self-validation needs."""
+    for a in axes:
+        if int(shape[a]) < 3:
+            raise ValueError(f"method prior+inr (self-validation) needs at least 3 samples along axis {a}, which is "
+                             f"upsampled; the input has {int(shape[a])}")
+
+
+def _fusion_axes(in_grid: Grid, out_grid: Grid) -> list[int]:
+    """Upsampled voxel axes, on which :func:`fusion_weight` validates (checked to have 3 samples each)."""
+    axes = [a for a, f in enumerate(_upsampling_factors(in_grid, out_grid)) if f > 1.0 + 1e-6]
+    _check_fusion_samples(in_grid.shape, axes)
+    return axes
+
+
 def fusion_weight(
     image: Any,
     axes: Sequence[int],
-    prior: str | Path,
+    prior: "str | Path | ResamplerNet",
     *,
     inr: str = "siren",
     iterations: int | None = None,
@@ -312,7 +398,7 @@ def fusion_weight(
     Args:
         image: nibabel image or path.
         axes: upsampled voxel axes (each needs at least 3 samples).
-        prior: learned resampler checkpoint.
+        prior: learned resampler checkpoint, or the loaded model.
         inr, iterations, device, seed, inr_options: as for :func:`fit_inr`.
         scaled_coordinates: as for :func:`resample_volume` (here the upsampling factor is 2).
 
@@ -320,20 +406,20 @@ def fusion_weight(
         ``(weight, {"prior_mse", "inr_mse"})``.
 
     Raises:
-        ValueError: no axes, or an axis with fewer than 3 samples.
+        ValueError: no axes, an axis with fewer than 3 samples, or a bad prior checkpoint (all checked
+            before any fitting).
+        FileNotFoundError: missing prior checkpoint.
     """
-    from kmunet.runtime import resolve_device
-
     image, data = load_volume(image)
     axes = sorted({int(a) for a in axes})
     if not axes or any(a not in (0, 1, 2) for a in axes):
         raise ValueError(f"axes must be a non-empty subset of (0, 1, 2), got {list(axes)}")
+    _check_fusion_samples(data.shape, axes)
+    model = _load_prior(prior, device)
     crop = [slice(None)] * 3
     keep = [slice(None)] * 3
     for a in axes:
         n = (data.shape[a] - 1) // 2 * 2 + 1
-        if n < 3:
-            raise ValueError(f"self-validation needs at least 3 samples along axis {a}, got {data.shape[a]}")
         crop[a], keep[a] = slice(0, n), slice(0, n, 2)
     ref = np.ascontiguousarray(data[tuple(crop)])
     grid = Grid(ref.shape, grid_from_image(image).affine)
@@ -342,7 +428,7 @@ def fusion_weight(
     low = np.ascontiguousarray(ref[tuple(keep)])
     low_affine = grid.affine.copy()
     low_affine[:3, axes] *= 2.0  # every other sample: twice the spacing, same first voxel
-    pred_prior = _prior_on_grid(prior, low, Grid(low.shape, low_affine), grid, resolve_device(device))
+    pred_prior = _prior_on_grid(model, low, Grid(low.shape, low_affine), grid)
     compression = np.ones(3)
     if scaled_coordinates:
         compression[axes] = 2.0
@@ -357,7 +443,26 @@ def fusion_weight(
 
 
 # ------------------------------------------------------------------------------------------- main API
+#: Largest deviation of an affine's unit directions from the nearest rotation that still counts as no shear
+#: (float32-stored rotations deviate by ~1e-7).
+_SHEAR_TOL = 1e-5
+
+
+def _has_shear(affine: np.ndarray) -> bool:
+    """Whether the affine's unit voxel directions are not orthogonal (a shear a qform cannot hold)."""
+    rzs = np.asarray(affine, dtype=np.float64)[:3, :3]
+    r = rzs / np.linalg.norm(rzs, axis=0)
+    p, _, qt = np.linalg.svd(r)
+    return float(np.abs(p @ qt - r).max()) > _SHEAR_TOL
+
+
 def _output_image(reference: Any, data: np.ndarray, affine: np.ndarray):
+    """A float32 NIfTI image of ``data`` whose sform is ``affine``, with the reference's codes and units.
+
+    The qform is ``affine`` too, unless the affine has shear (:func:`_has_shear`): a qform holds only a
+    rotation, zooms and an offset, so it then gets nibabel's nearest rotation with ``qform_code`` 0
+    ("unknown", NIfTI's not-valid code) and readers use the exact sform.
+    """
     import nibabel as nib
 
     out = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
@@ -370,7 +475,7 @@ def _output_image(reference: Any, data: np.ndarray, affine: np.ndarray):
     except Exception:  # noqa: BLE001 - non-NIfTI headers: keep the defaults
         pass
     out.set_sform(affine, code=s_code)
-    out.set_qform(affine, code=q_code)
+    out.set_qform(affine, code=0 if _has_shear(affine) else q_code)
     return out
 
 
@@ -384,9 +489,11 @@ def resample_volume(
     iterations: int | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
-    prior: str | Path | None = None,
+    prior: "str | Path | ResamplerNet | None" = None,
     progress: bool = False,
     scaled_coordinates: bool = True,
+    anti_alias: bool = True,
+    notify: Callable[[str], None] | None = None,
     **inr_options: Any,
 ):
     """Resample a 3-D volume to a new voxel size.
@@ -402,13 +509,20 @@ def resample_volume(
         iterations: INR fitting steps.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (INR and prior).
         seed: INR seed.
-        prior: checkpoint of a learned resampler (:func:`kmunet.inr.prior.train_resampler`).
+        prior: checkpoint of a learned resampler (:func:`kmunet.inr.prior.train_resampler`), or the
+            loaded model; loaded and checked before any fitting.
         progress: progress bar while fitting.
         scaled_coordinates: for ``method="inr"``, divide the coordinate along each voxel axis by that
             axis' upsampling factor (``max(old spacing / new spacing, 1)``) before fitting, so the
             network's bandwidth along an upsampled axis is lowered in proportion to its coarser sampling
             (e.g. 4x fewer slices -> 4x lower through-plane bandwidth; the INR then interpolates smoothly
             between slices instead of oscillating). ``False``: isotropic world coordinates.
+        anti_alias: for ``"linear"``/``"bspline"``, smooth the input along downsampled axes first
+            (Gaussian, :func:`anti_alias_sigma`); ``False``: plain point sampling. Upsampled and
+            unchanged axes are never smoothed.
+        notify: called with one-line notes before the work starts: downsampling without anti-aliasing
+            (INR and prior methods), a prior used outside its training factors or voxel sizes
+            (:func:`kmunet.inr.prior.prior_domain_warning`). Default: ``warnings.warn``.
         **inr_options: passed to :func:`fit_inr` (``lr``, ``batch_size``, ``model_kwargs``).
 
     Returns:
@@ -416,20 +530,60 @@ def resample_volume(
 
     Raises:
         FileNotFoundError: missing input or prior file.
-        ValueError: bad arguments or unreadable input.
+        ValueError: bad arguments, unreadable input or prior, or (``"prior+inr"``) an upsampled axis
+            with fewer than 3 samples -- all before any fitting.
     """
     key = _method_key(method, prior)
+    notify = _notifier(notify)
     image, data = load_volume(image)
     in_grid = grid_from_image(image)
     out_grid = resampled_grid(in_grid, spacing=spacing, factor=factor, axis=axis)
+    model = _prepare_prior(key, prior, in_grid, out_grid, device, notify)
+    coarser = _coarser_axes(in_grid, out_grid)
+    if coarser and key in ("linear", "bspline"):
+        if anti_alias:  # anti_alias=False: point sampling asked for, no note
+            data = _anti_alias(data, in_grid, out_grid)
+    elif coarser:
+        what = {"inr": "the fitted INR is", "prior": "the prior is", "prior+inr": "the prior and the INR are"}
+        notify(f"downsampling along axis {', '.join(map(str, coarser))} without anti-aliasing: {what[key]} "
+               "sampled at the coarser grid points (method linear or bspline smooths first)")
     if key in ("inr", "prior+inr") and scaled_coordinates:
         inr_options["compression"] = _upsampling_factors(in_grid, out_grid)
     out = _resample_on_grid(image, data, in_grid, out_grid, key, inr=inr, iterations=iterations, device=device,
-                            seed=seed, prior=prior, progress=progress, **inr_options)
+                            seed=seed, prior=model, progress=progress, **inr_options)
     return _output_image(image, out, out_grid.affine)
 
 
-def _method_key(method: str, prior: str | Path | None) -> str:
+def _notifier(notify: Callable[[str], None] | None) -> Callable[[str], None]:
+    """``notify``, or ``warnings.warn`` (a ``UserWarning``) when ``None``."""
+    if notify is not None:
+        return notify
+    return lambda message: warnings.warn(message, UserWarning, stacklevel=2)
+
+
+def _prepare_prior(
+    key: str, prior: "str | Path | ResamplerNet | None", in_grid: Grid, out_grid: Grid,
+    device: str | torch.device, notify: Callable[[str], None],
+) -> "ResamplerNet | None":
+    """For the prior methods: the loaded prior, after checking (before any fit) that it loads, that
+    ``"prior+inr"`` has 3 samples per upsampled axis, and notifying when the input is outside its
+    training domain. ``None`` for the other methods."""
+    if key not in ("prior", "prior+inr"):
+        return None
+    from kmunet.inr.prior import prior_domain_warning
+
+    model = _load_prior(prior, device)
+    if key == "prior+inr":
+        _fusion_axes(in_grid, out_grid)
+    name = f"prior {prior}" if isinstance(prior, (str, Path)) else "the prior"
+    message = prior_domain_warning(getattr(model, "train_config", {}), in_grid.spacing,
+                                   _upsampling_factors(in_grid, out_grid), name=name)
+    if message:
+        notify(message)
+    return model
+
+
+def _method_key(method: str, prior: "str | Path | ResamplerNet | None") -> str:
     """Validated method name; ``prior`` implies ``"prior"`` unless the method is ``"prior+inr"``."""
     key = str(method).lower()
     if key not in METHODS:
@@ -445,29 +599,45 @@ def _method_key(method: str, prior: str | Path | None) -> str:
 
 def _resample_on_grid(
     image: Any, data: np.ndarray, in_grid: Grid, out_grid: Grid, key: str, *, inr: str, iterations: int | None,
-    device: str | torch.device, seed: int, prior: str | Path | None, progress: bool, **inr_options: Any,
+    device: str | torch.device, seed: int, prior: "ResamplerNet | None", progress: bool, **inr_options: Any,
 ) -> np.ndarray:
-    """Values of the volume on ``out_grid`` (any regular grid in the input's world frame) by method ``key``."""
-    from kmunet.runtime import resolve_device
+    """Values of the volume on ``out_grid`` (any regular grid in the input's world frame) by method ``key``.
 
+    ``prior`` is the loaded model (:func:`_prepare_prior`) for the prior methods.
+    """
     if key == "linear":
         return _baseline(data, in_grid, out_grid, order=1)
     if key == "bspline":
         return _baseline(data, in_grid, out_grid, order=3)
     if key == "prior":
-        return _prior_on_grid(prior, data, in_grid, out_grid, resolve_device(device))
+        return _prior_on_grid(prior, data, in_grid, out_grid)
+    axes = _fusion_axes(in_grid, out_grid) if key == "prior+inr" else []  # checked before the fit
     fitted = fit_inr(image, inr=inr, iterations=iterations, device=device, seed=seed, progress=progress, **inr_options)
     values = _inr_on_grid(fitted, out_grid)
     if key == "inr":
         return values
-    axes = [a for a, f in enumerate(_upsampling_factors(in_grid, out_grid)) if f > 1.0 + 1e-6]
     weight = 0.5
     if axes:  # no upsampled axis (pure down-sampling): nothing to validate on, plain average
         # resample_volume passes ``compression`` exactly when the INR uses scaled coordinates.
         options = {k: v for k, v in inr_options.items() if k != "compression"}
         weight, _ = fusion_weight(image, axes, prior, inr=inr, iterations=iterations, device=device, seed=seed,
                                   scaled_coordinates="compression" in inr_options, **options)
-    return weight * _prior_on_grid(prior, data, in_grid, out_grid, resolve_device(device)) + (1.0 - weight) * values
+    return weight * _prior_on_grid(prior, data, in_grid, out_grid) + (1.0 - weight) * values
+
+
+def _check_plane_inside(in_grid: Grid, plane: Grid) -> None:
+    """Raise ``ValueError`` when no pixel of ``plane`` lies inside ``in_grid``'s voxels (within half a voxel).
+
+    Shared by :func:`resample_plane` and :func:`sample_plane`.
+    """
+    index = in_grid.world_to_index(plane.world_points())  # (rows * cols, 3) voxel indices of the plane
+    inside = np.all((index >= -0.5) & (index <= np.asarray(in_grid.shape) - 0.5), axis=1)
+    if not inside.any():
+        corners = in_grid.corners_world()
+        lo, hi = corners.min(0), corners.max(0)
+        raise ValueError(f"the plane lies entirely outside the volume (its world extent is x {lo[0]:.1f}..{hi[0]:.1f}, "
+                         f"y {lo[1]:.1f}..{hi[1]:.1f}, z {lo[2]:.1f}..{hi[2]:.1f} mm); origin, u and v are world "
+                         "coordinates in mm (RAS), not voxel indices")
 
 
 def plane_grid(
@@ -515,32 +685,35 @@ def resample_plane(
     iterations: int | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
-    prior: str | Path | None = None,
+    prior: "str | Path | ResamplerNet | None" = None,
     progress: bool = False,
+    notify: Callable[[str], None] | None = None,
     **inr_options: Any,
 ):
     """Sample an arbitrary (oblique) plane of a volume with any method of :func:`resample_volume`.
 
+    The plane is point-sampled (no anti-aliasing, whatever its pixel size).
+
     Args:
         image: nibabel image or path to a NIfTI file.
         origin, u, v, size, spacing: the plane, as in :func:`plane_grid` (world mm, the image's frame).
-        method, inr, iterations, device, seed, prior, progress, inr_options: as in :func:`resample_volume`.
+        method, inr, iterations, device, seed, prior, progress, notify, inr_options: as in
+            :func:`resample_volume`.
 
     Returns:
         ``nib.Nifti1Image`` of shape ``(rows, columns, 1)`` whose affine places every pixel in world space.
+
+    Raises:
+        ValueError: a bad plane, one wholly outside the volume, or a bad input or prior (before any fit).
+        FileNotFoundError: missing input or prior file.
     """
     key = _method_key(method, prior)
+    notify = _notifier(notify)
     out_grid = plane_grid(origin, u, v, size, spacing)
     image, data = load_volume(image)
     in_grid = grid_from_image(image)
-    index = in_grid.world_to_index(out_grid.world_points())  # (rows * cols, 3) voxel indices of the plane
-    inside = np.all((index >= -0.5) & (index <= np.asarray(in_grid.shape) - 0.5), axis=1)
-    if not inside.any():
-        corners = in_grid.corners_world()
-        lo, hi = corners.min(0), corners.max(0)
-        raise ValueError(f"the plane lies entirely outside the volume (its world extent is x {lo[0]:.1f}..{hi[0]:.1f}, "
-                         f"y {lo[1]:.1f}..{hi[1]:.1f}, z {lo[2]:.1f}..{hi[2]:.1f} mm); origin, u and v are world "
-                         "coordinates in mm (RAS), not voxel indices")
+    _check_plane_inside(in_grid, out_grid)
+    model = _prepare_prior(key, prior, in_grid, out_grid, device, notify)
     out = _resample_on_grid(image, data, in_grid, out_grid, key, inr=inr, iterations=iterations, device=device,
-                            seed=seed, prior=prior, progress=progress, **inr_options)
+                            seed=seed, prior=model, progress=progress, **inr_options)
     return _output_image(image, out, out_grid.affine)

@@ -118,7 +118,8 @@ def _ramp_image(name: str, shape=(9, 11, 7)) -> tuple[nib.Nifti1Image, np.ndarra
 @pytest.mark.parametrize("target", [{"factor": 2.0, "axis": 2}, {"spacing": (0.6, 0.35, 1.1)}])
 def test_linear_resampling_is_exact_on_a_ramp(name: str, target: dict) -> None:
     img, coef = _ramp_image(name)
-    out = resample_volume(img, method="linear", **target)
+    # Point sampling: the geometry is under test (anti-aliasing bends a ramp at the edges of downsampled axes).
+    out = resample_volume(img, method="linear", anti_alias=False, **target)
     new = resampled_grid(grid_from_image(img), **target)
     assert out.shape == new.shape
     np.testing.assert_allclose(out.affine, new.affine, atol=1e-5)
