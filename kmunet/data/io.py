@@ -16,8 +16,9 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from monai.data import ImageReader
@@ -105,6 +106,19 @@ def sitk_affine_ras(image: Any) -> np.ndarray:
     affine[:dim, 3] = origin
     lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
     return lps_to_ras @ affine
+
+
+@contextlib.contextmanager
+def itk_warnings_off() -> Iterator[None]:
+    """Silence ITK's multi-line ``WARNING: In ...`` blocks (e.g. "No Series were found") for the body."""
+    import SimpleITK as sitk
+
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
 
 
 def read_series(files: Sequence[str | Path]) -> Any:

@@ -753,19 +753,6 @@ def _reorganise_flat(src: Path, dest_parent: Path, split: str, shown: str, move:
     return folder
 
 
-@contextlib.contextmanager
-def _itk_warnings_off() -> Iterator[None]:
-    """Silence ITK's multi-line ``WARNING: In ...`` blocks (e.g. "No Series were found") for the body."""
-    import SimpleITK as sitk
-
-    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
-
-
 def _itk_error_detail(err: BaseException) -> str:
     """The informative line of a SimpleITK exception (``ITK ERROR: Class(0x..): what``), without
     the source location and object address."""
@@ -790,8 +777,10 @@ def _plan_dicom_names(src: Path) -> list[_Series]:
     :func:`convert_dicom_folder` for the naming rule)."""
     import SimpleITK as sitk
 
+    from kmunet.data.io import itk_warnings_off
+
     found: list[tuple[tuple[str, ...], str, Path, str]] = []
-    with _itk_warnings_off():
+    with itk_warnings_off():
         for folder, _dirs, files in os.walk(src):
             if not files:
                 continue
@@ -849,6 +838,8 @@ def convert_dicom_folder(src_dir: str | Path, out_dir: str | Path, overwrite: bo
     """
     import SimpleITK as sitk
 
+    from kmunet.data.io import itk_warnings_off
+
     src, out = Path(src_dir), Path(out_dir)
     if not src.is_dir():
         raise FileNotFoundError(f"DICOM folder not found: {src}")
@@ -864,7 +855,7 @@ def convert_dicom_folder(src_dir: str | Path, out_dir: str | Path, overwrite: bo
     if existing and not overwrite:
         raise ValueError(f"{existing[0]}: already exists ({len(existing)} of the {len(targets)} outputs do; "
                          "use --overwrite, overwrite=True, to replace them)")
-    with _staging(out, "dicom_to_nifti") as stage, _itk_warnings_off():
+    with _staging(out, "dicom_to_nifti") as stage, itk_warnings_off():
         for s in plan:
             try:
                 reader = sitk.ImageSeriesReader()

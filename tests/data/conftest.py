@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import zlib
 from pathlib import Path
@@ -113,3 +114,15 @@ def write_dicom_series(folder: Path, volume: np.ndarray, spacing: tuple[float, f
 def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     """Write a NIfTI file."""
     nib.save(nib.Nifti1Image(array, affine), str(path))
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_script(name: str) -> Any:
+    """Import ``data_scripts/<name>.py`` as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "data_scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

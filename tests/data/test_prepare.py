@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import shutil
 import tarfile
@@ -28,17 +27,8 @@ from kmunet.data.prepare import (
     safe_extract,
     verify_msd,
 )
-from tests.data.conftest import make_drive_like, write_dicom_series
+from tests.data.conftest import load_script, make_drive_like, write_dicom_series
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _script(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "data_scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -62,7 +52,7 @@ def test_prepare_msd_from_local_archive(msd_tar: Path, tmp_path: Path) -> None:
         prepare_msd("Task99_Synth", tmp_path / "out2", archive=msd_tar, md5="0" * 32)
     with pytest.raises(ValueError, match="Task04_Hippocampus"):
         prepare_msd("Hippocampus", tmp_path / "out3")
-    assert _script("prepare_msd").main(["Task99_Synth", "--out", str(tmp_path / "out4"), "--archive", str(msd_tar)]) == 0
+    assert load_script("prepare_msd").main(["Task99_Synth", "--out", str(tmp_path / "out4"), "--archive", str(msd_tar)]) == 0
 
 
 def test_prepare_msd_reports_missing_files(synth3d: Path, tmp_path: Path) -> None:
@@ -74,7 +64,7 @@ def test_prepare_msd_reports_missing_files(synth3d: Path, tmp_path: Path) -> Non
         tf.add(src, arcname="Task98_Broken")
     with pytest.raises(ValueError, match="synth_002.nii.gz: listed in dataset.json but missing"):
         prepare_msd("Task98_Broken", tmp_path / "out", archive=archive)
-    assert _script("prepare_msd").main(["Task98_Broken", "--out", str(tmp_path / "o2"), "--archive", str(archive)]) == 1
+    assert load_script("prepare_msd").main(["Task98_Broken", "--out", str(tmp_path / "o2"), "--archive", str(archive)]) == 1
 
 
 def _tar_with(path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
@@ -217,7 +207,7 @@ def test_prepare_drive_verify_flat_and_zip(tmp_path: Path) -> None:
     with zipfile.ZipFile(zpath, "w") as zf:
         for p in drive.rglob("*.*"):
             zf.write(p, p.relative_to(tmp_path))
-    assert _script("prepare_drive").main([str(zpath), "--out", str(tmp_path / "unzipped")]) == 0
+    assert load_script("prepare_drive").main([str(zpath), "--out", str(tmp_path / "unzipped")]) == 0
     (drive / "mask" / "22_training_mask.gif").unlink()
     with pytest.raises(ValueError, match="22_training_mask.gif: missing field-of-view"):
         prepare_drive(drive)
@@ -239,7 +229,7 @@ def test_dicom_to_nifti_synthetic(tmp_path: Path) -> None:
     assert channels == 1 and np.array_equal(arr[0], vol)
     assert np.allclose(affine, img.affine, atol=1e-4)
     assert np.allclose(np.linalg.norm(affine[:3, :3], axis=0), [0.8, 0.8, 2.0])
-    assert _script("dicom_to_nifti").main([str(tmp_path / "dicom"), "--out", str(tmp_path / "nii2")]) == 0
+    assert load_script("dicom_to_nifti").main([str(tmp_path / "dicom"), "--out", str(tmp_path / "nii2")]) == 0
     with pytest.raises(ValueError, match="no DICOM"):
         convert_dicom_folder(tmp_path / "nii", tmp_path / "nii3")
 

@@ -5,33 +5,22 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import shutil
 import tarfile
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from kmunet.data import prepare
 from kmunet.data.prepare import ChecksumError, convert_dicom_folder, prepare_drive, prepare_msd
-from tests.data.conftest import make_drive_like, write_dicom_series
+from tests.data.conftest import load_script, make_drive_like, write_dicom_series
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _script(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "data_scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(capsys: pytest.CaptureFixture[str], name: str, *argv: str) -> tuple[int, str, str]:
-    rc = _script(name).main([str(a) for a in argv])
+    rc = load_script(name).main([str(a) for a in argv])
     captured = capsys.readouterr()
     return rc, captured.out, captured.err
 
@@ -245,7 +234,7 @@ def test_msd_local_official_archive_checks_known_md5(task_dir: Path, tmp_path: P
 
 def test_dicom_no_series_no_folder_no_itk_warning(task_dir: Path, tmp_path: Path,
                                                   capfd: pytest.CaptureFixture[str]) -> None:
-    rc = _script("dicom_to_nifti").main([str(task_dir), "--out", str(tmp_path / "none")])
+    rc = load_script("dicom_to_nifti").main([str(task_dir), "--out", str(tmp_path / "none")])
     err = capfd.readouterr().err
     line = _one_line_error(err)
     assert rc == 1 and "no DICOM series found" in line and "WARNING" not in err
