@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
 
-from kmunet.checks import check_positive
+    from kmunet.mri.io import KSpaceData
+
+from kmunet.checks import check_positive, check_real
 from kmunet.options import (
     DC_CG_MU,
     DEFAULT_ACCELERATION,
@@ -17,6 +20,23 @@ from kmunet.options import (
     INR_MODELS,
     MASK_KINDS,
     RECON_METHODS,
+)
+
+#: Methods each method-specific option applies to (an option given with another method is an error).
+OPTION_METHODS: dict[str, tuple[str, ...]] = {
+    "--inr": ("inr",),
+    "--iterations": ("inr", "cs-tv", "cs-l1"),
+    "--lam": ("cs-tv", "cs-l1"),
+    "--tv-weight": ("inr",),
+    "--dc-mu": ("inr",),
+}
+
+SLICE_HELP = (
+    "slice to reconstruct, along the input's slice axis: the third voxel axis of a 3D image volume; axis 0 of "
+    "a 3D/4D .h5 'kspace' and of a 4D (slices, coils, H, W) .npy/.npz array; BART dim 13, or dim 2 of 3D BART "
+    "k-space (after an inverse FFT along it); the twix slice counter. Default the middle slice, or the given "
+    "DICOM file's. An error for inputs without a slice axis: 2D images, (H, W) and (coils, H, W) arrays "
+    "(3D .npy/.npz is always coils), 2D BART and 2D .h5. A --reference volume uses the same slice"
 )
 
 
@@ -33,59 +53,140 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--kspace", help="k-space file (.npy, .npz, .cfl/.hdr, .h5, .dat)")
+    src.add_argument("--kspace", help="k-space file (.npy/.npz: (H, W), (coils, H, W) or (slices, coils, H, W), .npz "
+                                      "array 'kspace' or its only array; .cfl/.hdr or the BART base name; .h5; .dat)")
     src.add_argument("--image", help="image to simulate single-coil k-space from (NIfTI, DICOM series folder or one file of it, .npy)")
     parser.add_argument("--output", required=True, help="output magnitude image (.nii or .nii.gz)")
-    parser.add_argument("--slice", type=int, default=None, help="slice of a 3D volume / multi-slice file (default: the middle one, or the given DICOM file's)")
+    parser.add_argument("--slice", type=int, default=None, help=SLICE_HELP)
     parser.add_argument("--acceleration", type=float, default=DEFAULT_ACCELERATION,
                         help=f"retrospective acceleration R (default {DEFAULT_ACCELERATION:g})")
     parser.add_argument("--center-fraction", type=float, default=DEFAULT_CENTER_FRACTION,
-                        help=f"fully sampled centre fraction (default {DEFAULT_CENTER_FRACTION:g})")
+                        help=f"fully sampled centre fraction (default {DEFAULT_CENTER_FRACTION:g}; multi-coil data "
+                             f"needs > 0 to estimate coil sensitivities)")
     parser.add_argument("--mask", choices=MASK_KINDS, default="random", help="retrospective mask kind (default random)")
     parser.add_argument("--mask-seed", type=int, default=DEFAULT_MASK_SEED, help=f"mask seed (default {DEFAULT_MASK_SEED})")
     parser.add_argument("--method", choices=RECON_METHODS, default="inr", help="reconstruction method (default inr)")
-    parser.add_argument("--inr", choices=INR_MODELS, default="siren", help="INR network for --method inr (default siren)")
-    parser.add_argument("--iterations", type=int, default=None, help="INR Adam steps / CS iterations")
-    parser.add_argument("--lam", type=float, default=None, help="CS regularisation weight")
-    parser.add_argument("--tv-weight", type=float, default=None, help="INR TV prior weight")
+    parser.add_argument("--inr", choices=INR_MODELS, default=None, help="INR network for --method inr (default siren)")
+    parser.add_argument("--iterations", type=int, default=None, help="INR Adam steps / CS iterations (not zero-filled)")
+    parser.add_argument("--lam", type=float, default=None, help="CS regularisation weight (--method cs-tv / cs-l1)")
+    parser.add_argument("--tv-weight", type=float, default=None, help="INR TV prior weight (--method inr)")
     parser.add_argument("--omega-0", type=float, default=None,
                         help="SIREN first-layer frequency (default 30; 15 did better at 8x in docs/RESULTS.md)")
     parser.add_argument("--dc-mu", type=float, default=None,
                         help=f"weight of the INR against the samples in its final multi-coil data-consistency step "
-                             f"(default {DC_CG_MU:g}; smaller trusts the samples more)")
+                             f"(default {DC_CG_MU:g}; smaller trusts the samples more; multi-coil --method inr only)")
     parser.add_argument("--reference", default=None,
                         help="reference image for metrics (NIfTI/DICOM/.npy/.cfl); default the fully sampled recon")
-    parser.add_argument("--metrics-json", default=None, help="write PSNR/SSIM/NMSE and seconds as JSON")
+    parser.add_argument("--metrics-json", default=None,
+                        help="write PSNR/SSIM/NMSE and seconds (total, and of the coil sensitivities) as JSON")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="INR device (default auto)")
     parser.add_argument("--seed", type=int, default=0, help="INR initialisation seed (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide the INR progress bar")
     parser.set_defaults(func=run)
 
 
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse an output that is another output or an input (it would be overwritten)."""
+    out = Path(args.output).resolve()
+    if args.metrics_json and Path(args.metrics_json).resolve() == out:
+        raise ValueError(f"--metrics-json {args.metrics_json} is the same file as --output {args.output}; give two files")
+    outputs = [("--output", args.output)] + ([("--metrics-json", args.metrics_json)] if args.metrics_json else [])
+    inputs = [(flag, value) for flag, value in (("--kspace", args.kspace), ("--image", args.image),
+                                                ("--reference", args.reference)) if value]
+    for oflag, ovalue in outputs:
+        for iflag, ivalue in inputs:
+            if Path(ovalue).resolve() == Path(ivalue).resolve():
+                raise ValueError(f"{oflag} {ovalue} is the same file as {iflag} {ivalue}; it would be overwritten")
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Validate option values and refuse options that do not apply to ``--method`` (before any work)."""
+    for flag, methods in OPTION_METHODS.items():
+        if getattr(args, flag[2:].replace("-", "_")) is not None and args.method not in methods:
+            raise ValueError(f"{flag} applies to --method {' / '.join(methods)}, not {args.method}")
+    inr = args.inr or "siren"
+    if args.omega_0 is not None and (args.method != "inr" or inr != "siren"):
+        raise ValueError(f"--omega-0 applies to --method inr --inr siren, not {args.method} / {inr}")
+    if args.iterations is not None and args.iterations < 1:
+        raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+    if args.omega_0 is not None and not args.omega_0 > 0:
+        raise ValueError(f"--omega-0 must be > 0, got {args.omega_0}")
+    if args.dc_mu is not None:
+        check_positive("--dc-mu", args.dc_mu)
+    if args.lam is not None:
+        check_positive("--lam", args.lam)
+    if args.tv_weight is not None:
+        check_real("--tv-weight", args.tv_weight, low=0.0)
+
+
 def _load_reference(path: str, slice_index: int | None, shape: tuple[int, int]) -> np.ndarray:
-    """Magnitude ``(H, W)`` of a reference image (BART .cfl first map set, or anything ``load_image`` reads)."""
+    """Magnitude ``(H, W)`` of ``--reference``, checked against the k-space slice ``shape``.
+
+    Args:
+        path: BART ``.cfl``/``.hdr`` (or base name; first map set) or anything ``load_image`` reads.
+        slice_index: slice to take from a reference volume (that of the reconstructed slice); a 2D
+            reference ignores it.
+        shape: ``(H, W)`` of the k-space slice.
+
+    Raises:
+        ValueError, FileNotFoundError: unreadable reference or a shape other than ``shape`` (the message
+            names ``--reference`` and the file).
+    """
     import numpy as np
 
-    from kmunet.mri.io import bart_to_coil_first, load_image, read_cfl
+    from kmunet.mri.io import is_cfl_base, load_bart_image, load_image
 
-    if path.lower().endswith((".cfl", ".hdr")):
-        ref = np.abs(bart_to_coil_first(read_cfl(path), path)[0])
-    else:
-        ref = np.abs(load_image(path, slice_index)[0])
+    try:
+        if path.lower().endswith((".cfl", ".hdr")) or is_cfl_base(path):
+            ref = np.abs(load_bart_image(path, slice_index, slice_optional=True))
+        else:
+            ref = np.abs(load_image(path, slice_index, slice_optional=True)[0])
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"--reference: {err}") from None
+    except ValueError as err:
+        raise ValueError(f"--reference: {err}") from None
     if ref.shape != tuple(shape):
-        raise ValueError(f"{path}: reference shape {list(ref.shape)} differs from k-space {list(shape)}")
+        raise ValueError(f"--reference {path}: shape {list(ref.shape)} differs from the k-space slice {list(shape)}")
     return ref
 
 
+def _sensitivities(data: KSpaceData, mask: np.ndarray, retrospective: bool, center_fraction: float) -> np.ndarray:
+    """Coil sensitivities of the masked k-space.
+
+    Args:
+        data: the input slice.
+        mask: the sampling mask used.
+        retrospective: ``mask`` comes from the --mask options (else from the data itself).
+        center_fraction: ``--center-fraction`` (for the hint).
+
+    Raises:
+        ValueError: the estimation failed (the message names the file and, where it helps, the flag).
+    """
+    from kmunet.mri.coils import calibration_size, estimate_sensitivities
+
+    masked = data.kspace * mask
+    try:
+        return estimate_sensitivities(masked)
+    except ValueError as err:
+        hint = ""
+        if data.num_coils > 1 and min(calibration_size(masked)) < 1:
+            hint = (f"; multi-coil data needs a sampled centre: use --center-fraction > 0 (got {center_fraction:g})"
+                    if retrospective else "; the file's own sampling has no fully sampled centre")
+        raise ValueError(f"{data.source}: {err}{hint}") from None
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run ``kmunet recon``; returns 0 on success."""
+    """Run ``kmunet recon``; returns 0 on success.
+
+    Every check that needs no fitting (paths, options, the input, the reference) runs before the
+    reconstruction; the output files are written atomically.
+    """
     import json
-    from pathlib import Path
+    import time
 
     import numpy as np
 
     from kmunet.inference.writers import atomic_path, check_output_file, write_text_atomic
-    from kmunet.mri.coils import estimate_sensitivities
     from kmunet.mri.cs import fit_intensity
     from kmunet.mri.io import load_kspace, simulate_kspace
     from kmunet.mri.masks import make_mask
@@ -98,39 +199,40 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(out)  # both outputs are checked before minutes of fitting
     if args.metrics_json:
         check_output_file(args.metrics_json)
-    if args.iterations is not None and args.iterations < 1:
-        raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
-    if args.omega_0 is not None and (args.method != "inr" or args.inr != "siren"):
-        raise ValueError(f"--omega-0 applies to --method inr --inr siren, not {args.method} / {args.inr}")
-    if args.omega_0 is not None and not args.omega_0 > 0:
-        raise ValueError(f"--omega-0 must be > 0, got {args.omega_0}")
-    if args.dc_mu is not None and args.method != "inr":
-        raise ValueError(f"--dc-mu applies to --method inr, not {args.method}")
-    if args.dc_mu is not None:
-        check_positive("--dc-mu", args.dc_mu)
+    _check_paths(args)
+    _check_options(args)
+    inr = args.inr or "siren"
 
     data = simulate_kspace(args.image, args.slice) if args.image else load_kspace(args.kspace, args.slice)
+    if args.dc_mu is not None and data.num_coils == 1:
+        raise ValueError(f"--dc-mu applies to multi-coil k-space (its conjugate-gradient data-consistency step); "
+                         f"{data.source} is single-coil, where the measured samples replace the INR's exactly")
     reference = None
-    if data.is_undersampled:
-        mask = data.mask
-        mask_info = {"kind": "from data", "sampled_fraction": float(mask.mean())}
-        print(f"input is undersampled ({mask.mean():.1%} of k-space sampled): using its own mask")
-    else:
+    normalised = False
+    if args.reference is not None:
+        ref_slice = args.slice if args.slice is not None else data.slice_index
+        reference = _load_reference(args.reference, ref_slice, data.shape)
+        normalised = True  # external references have their own intensity scale: least-squares fit to it
+    retrospective = not data.is_undersampled
+    if retrospective:
         mask = make_mask(args.mask, data.shape, args.acceleration, args.center_fraction, seed=args.mask_seed)
         mask_info = {"kind": args.mask, "acceleration": args.acceleration, "center_fraction": args.center_fraction,
                      "seed": args.mask_seed, "sampled_fraction": float(mask.mean())}
-        if args.reference is None:
+        if reference is None:
             reference = reference_image(data)
-    sens = estimate_sensitivities(data.kspace * mask)
-    result = reconstruct(data, mask, method=args.method, inr=args.inr, iterations=args.iterations, lam=args.lam,
+    else:
+        mask = data.mask
+        mask_info = {"kind": "from data", "sampled_fraction": float(mask.mean())}
+        print(f"input is undersampled ({mask.mean():.1%} of k-space sampled): using its own mask")
+    t0 = time.perf_counter()
+    sens = _sensitivities(data, mask, retrospective, args.center_fraction)
+    sens_seconds = time.perf_counter() - t0
+    result = reconstruct(data, mask, method=args.method, inr=inr, iterations=args.iterations, lam=args.lam,
                          tv_weight=args.tv_weight, sens=sens, device=args.device, seed=args.seed,
                          progress=not args.no_progress, omega_0=args.omega_0,
                          **({} if args.dc_mu is None else {"dc_mu": args.dc_mu}))
+    seconds = sens_seconds + result.seconds  # the maps were estimated here, outside reconstruct's clock
     magnitude = result.magnitude
-    normalised = False
-    if args.reference is not None:
-        reference = _load_reference(args.reference, args.slice, data.shape)
-        normalised = True  # external references have their own intensity scale: least-squares fit to it
     metrics = None
     if reference is not None:
         metrics = all_metrics(reference, fit_intensity(reference, magnitude) if normalised else magnitude)
@@ -144,15 +246,19 @@ def run(args: argparse.Namespace) -> int:
         img = nib.Nifti1Image(magnitude[:, :, None].astype(np.float32), affine)
         img.set_qform(affine, code=1)
         img.set_sform(affine, code=1)
+        if data.spacing is not None:  # geometry known (twix protocol, NIfTI/DICOM image): millimetres
+            img.header.set_xyzt_units(xyz="mm")
         nib.save(img, str(tmp))
-    print(f"{args.method}{'-' + args.inr if args.method == 'inr' else ''}: {result.seconds:.1f} s -> {out}")
+    print(f"{args.method}{'-' + inr if args.method == 'inr' else ''}: {seconds:.1f} s -> {out}")
     if metrics is not None:
         print("  " + "  ".join(f"{k.upper()} {v:.4g}" for k, v in metrics.items()))
     if args.metrics_json:
-        payload = {"method": args.method, "seconds": result.seconds, "metrics": metrics,
+        info = {k: v for k, v in result.info.items() if isinstance(v, (int, float, str, list, bool)) and k != "seconds"}
+        payload = {"method": args.method, "seconds": seconds, "seconds_sensitivities": sens_seconds,
+                   "seconds_reconstruction": result.seconds, "metrics": metrics,
                    "reference": args.reference or ("fully sampled" if metrics is not None else None),
                    "reference_scaled": normalised, "mask": mask_info, "source": data.source,
-                   "slice": data.slice_index, "info": {k: v for k, v in result.info.items() if isinstance(v, (int, float, str, list, bool))}}
+                   "slice": data.slice_index, "info": info}
         if metrics is None:
             print("  no reference for metrics (undersampled input without --reference)")
         write_text_atomic(args.metrics_json, json.dumps(payload, indent=2) + "\n")

@@ -1,7 +1,8 @@
 """Retrospective k-space undersampling masks, each drawn from its own seeded generator.
 
-Every mask uses ``numpy.random.default_rng(seed)`` (the Poisson-disc mask uses sigpy's own seeded sampler
-and restores NumPy's global state), so the same seed always gives the same mask and the global NumPy and
+Every mask uses ``numpy.random.default_rng(seed)`` (the Poisson-disc mask uses sigpy's own seeded sampler,
+retried with seeds derived from ``seed`` when it misses the acceleration, and restores NumPy's global
+state), so the same seed always gives the same mask and the global NumPy and
 torch random states are never touched. Masks are boolean ``(H, W)`` arrays, True where sampled. The 1D
 masks select whole phase-encoding lines along ``axis`` (default ``-2``) and are constant along the other
 axis; their centre ``round(n * center_fraction)`` lines are always sampled.
@@ -95,6 +96,23 @@ def equispaced_mask(
 
 #: Smallest acceleration (other than 1) :func:`poisson_mask` accepts.
 POISSON_MIN_ACCELERATION: float = 1.5
+#: Derived seeds :func:`poisson_mask` tries, in order, after ``seed`` itself (see :func:`poisson_seeds`).
+POISSON_SEED_RETRIES: int = 8
+
+
+def poisson_seeds(seed: int, retries: int = POISSON_SEED_RETRIES) -> list[int]:
+    """The seeds :func:`poisson_mask` tries in turn: ``seed``, then ``retries`` seeds derived from it.
+
+    Derived seed ``i`` (1, 2, ...) is ``numpy.random.SeedSequence([seed, i]).generate_state(1)[0]``, so the
+    sequence depends on ``seed`` only (no global random state is read or changed).
+
+    Raises:
+        ValueError: ``seed`` not an integer in ``[0, 2**32)`` (what sigpy's seeding accepts).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
+        raise ValueError(f"Poisson mask seed must be an integer in [0, 2**32), got {seed!r}")
+    seed = int(seed)
+    return [seed] + [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(1, retries + 1)]
 
 
 def poisson_mask(
@@ -105,8 +123,19 @@ def poisson_mask(
     The calibration region is ``round(size * center_fraction)`` points along each axis. ``axis`` is
     accepted for a uniform signature but has no effect (the mask is 2D). Arguments and return as
     :func:`random_mask`.
+
+    ``acceleration`` must be exactly 1 (a full mask) or at least :data:`POISSON_MIN_ACCELERATION` (sigpy
+    leaves the k-space corners out, so it cannot approach R = 1). For some seeds sigpy's sampler misses
+    the acceleration (within its tolerance of 0.1); then the :data:`POISSON_SEED_RETRIES` derived seeds of
+    :func:`poisson_seeds` are tried in order, so the same seed always gives the same mask. NumPy's
+    global random state is restored afterwards.
+
+    Raises:
+        ValueError: bad arguments, a calibration block larger than ``1 / acceleration`` of k-space, or no
+            seed of the sequence reaching the acceleration (one line naming acceleration, shape and seed).
     """
     shape, _ = _check(shape, acceleration, center_fraction, axis)
+    seeds = poisson_seeds(seed)
     if acceleration <= 1:
         return np.ones(shape, dtype=bool)
     if acceleration < POISSON_MIN_ACCELERATION:
@@ -121,13 +150,17 @@ def poisson_mask(
                          f"than the 1/{acceleration:g} of k-space that acceleration {acceleration:g} samples in all")
     state = np.random.get_state()
     try:
-        mask = sigpy.mri.poisson(shape, float(acceleration), calib=calib, seed=int(seed), dtype=np.float32)
-    except ValueError as err:  # sigpy: "Cannot generate mask to satisfy accel=..."
-        raise ValueError(f"no Poisson-disc mask of shape {list(shape)} with acceleration {acceleration:g} and "
-                         f"center_fraction {center_fraction:g} ({err})") from None
+        for s in seeds:
+            try:
+                mask = sigpy.mri.poisson(shape, float(acceleration), calib=calib, seed=s, dtype=np.float32)
+            except ValueError:  # sigpy: "Cannot generate mask to satisfy accel=..."
+                continue
+            return np.asarray(mask) > 0
     finally:
         np.random.set_state(state)
-    return np.asarray(mask) > 0
+    raise ValueError(f"no Poisson-disc mask with acceleration {acceleration:g} for shape {shape[0]} x {shape[1]} "
+                     f"(center_fraction {center_fraction:g}) from seed {seed} or its {len(seeds) - 1} derived seeds; "
+                     f"try another --mask-seed or acceleration")
 
 
 _MASKS = {"random": random_mask, "equispaced": equispaced_mask, "poisson": poisson_mask}
