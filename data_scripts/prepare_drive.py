@@ -27,19 +27,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("source", help="DRIVE folder, folder holding DRIVE/{training,test}, flat folder of DRIVE "
                                        "files, or DRIVE zip")
     parser.add_argument("--out", default=None, help="output folder (needed for a zip or a flat folder)")
-    parser.add_argument("--split", choices=("training", "test"), default="training",
-                        help="split to use when the source holds several (default: training; the test split "
-                             "is only used when asked for)")
+    parser.add_argument("--split", default="training",
+                        help="split to use when the source holds several: training or test (default: training; "
+                             "the test split is only used when asked for)")
     args = parser.parse_args(argv)
 
-    from kmunet.data.prepare import _raster_files, prepare_drive
+    # imported after parsing (it loads torch), so --help stays fast; the valid splits are its DRIVE_SPLITS
+    from kmunet.data.prepare import DRIVE_SPLITS, prepare_drive, raster_files
+
+    if args.split not in DRIVE_SPLITS:
+        parser.error(f"argument --split: invalid choice: {args.split!r} (choose from {', '.join(DRIVE_SPLITS)})")
 
     try:
         folder = prepare_drive(args.source, args.out, split=args.split)
     except (ValueError, OSError) as err:
         print(f"prepare_drive: error: {err}", file=sys.stderr)
         return 1
-    n_images = len(_raster_files(folder / "images"))
+    n_images = len(raster_files(folder / "images"))
     print(f"{folder}: verified (DRIVE {args.split} split, {n_images} images)")
     return 0
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from pathlib import Path
 
-__all__ = ["is_integer", "check_int", "check_positive", "check_real", "check_dims"]
+__all__ = ["is_integer", "check_int", "check_positive", "check_real", "check_dims", "first_line", "strip_path"]
 
 
 def is_integer(value: object) -> bool:
@@ -66,3 +67,17 @@ def check_positive(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def strip_path(message: str, path: str | Path) -> str:
+    """``message`` without a leading ``"<path>: "`` (as typed or resolved), for reports that name the file."""
+    for prefix in (f"{path}: ", f"{Path(path).resolve()}: "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message

@@ -9,7 +9,6 @@ config is written beside every checkpoint (``config.yaml``) and stored inside it
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
+from kmunet.checks import check_int, check_real
 from kmunet.options import SCHEDULES
 
 T = TypeVar("T")
@@ -210,21 +210,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Check value ranges when the config is built (so a bad ``--set`` fails before any training)."""
-        def bad(key: str, need: str) -> None:
-            raise ValueError(f"train.{key} must be {need}, got {getattr(self, key)!r}")
-
         for key in ("epochs", "batch_size", "val_every", "sw_batch_size"):
-            if getattr(self, key) < 1:
-                bad(key, ">= 1")
-        if self.warmup_epochs < 0:
-            bad("warmup_epochs", ">= 0")
+            check_int(f"train.{key}", getattr(self, key))
+        check_int("train.warmup_epochs", self.warmup_epochs, minimum=0)
         for key in ("lr", "weight_decay", "grad_clip", "dice_weight", "ce_weight", "kan_reg_weight", "kan_reg_mu1", "kan_reg_mu2"):
-            if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
-                bad(key, "a finite number >= 0")
+            check_real(f"train.{key}", getattr(self, key), 0.0)
         if self.dice_weight == 0 and self.ce_weight == 0:
-            bad("ce_weight", "> 0 when train.dice_weight is 0 (the loss would be zero)")
-        if not 0 <= self.sw_overlap < 1:
-            bad("sw_overlap", "in [0, 1)")
+            raise ValueError("train.dice_weight and train.ce_weight are both 0: the loss would be zero")
+        if not 0 <= check_real("train.sw_overlap", self.sw_overlap, 0.0) < 1:
+            raise ValueError(f"train.sw_overlap must be in [0, 1), got {self.sw_overlap!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown train.schedule {self.schedule!r}; valid: {list(SCHEDULES)}")
 

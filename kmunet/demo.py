@@ -57,6 +57,7 @@ def run_demo(
     from kmunet.kan import kan_layers, plot_edge_functions
     from kmunet.networks import count_parameters
     from kmunet.training import model_from_checkpoint, train
+    from kmunet.training.trainer import RUN_FILES
 
     output = Path(output)
     extra = list(overrides) + ([f"train.epochs={epochs}"] if epochs is not None else [])
@@ -67,8 +68,11 @@ def run_demo(
     print(f"synthetic dataset: {data_root} (12 cases); unseen scans: {unseen / 'imagesTr'}")
 
     previous = Path(config.train.output_dir)
-    if previous.is_dir():  # the demo trains afresh each time: replace its own earlier training run
-        shutil.rmtree(previous)
+    own = (output / "train").resolve()
+    if previous.resolve() == own and previous.is_dir() and any((own / name).exists() for name in RUN_FILES):
+        # the demo trains afresh each time: it replaces its own earlier run (OUTPUT/train) and nothing
+        # else; any other folder holding a run is refused by train()
+        shutil.rmtree(own)
     result = train(config, device=device, progress=progress)
     model, _ = model_from_checkpoint(result.best_checkpoint)
     print(f"KM-UNet: {count_parameters(model):,} parameters; best validation Dice {result.best_metric:.3f} "

@@ -12,6 +12,8 @@ from typing import Iterator
 
 import torch
 
+from kmunet.checks import first_line  # noqa: F401  (re-exported: kmunet.runtime.first_line)
+
 __all__ = ["resolve_device", "tune_cpu_allocator", "first_line", "new_folder", "DEVICES"]
 
 #: Valid ``--device`` values.
@@ -68,12 +70,6 @@ def tune_cpu_allocator(cache_bytes: int = 1 << 30) -> bool:
     ok = mallopt(_M_MMAP_THRESHOLD, int(cache_bytes)) == 1 and mallopt(_M_TRIM_THRESHOLD, int(2 * cache_bytes)) == 1
     _tuned = ok
     return ok
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (its type name when the message is empty)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from kmunet.config import load_config
     from kmunet.training import train
+    from kmunet.training.trainer import distributed_env
 
     overrides = []
     if args.data is not None:
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"train.init_from={args.init_from}")
     config = load_config(args.config, overrides + list(args.overrides))
     result = train(config, resume=args.resume, progress=not args.no_progress)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports (it has the metrics)
+    if distributed_env()[0] != 0:  # under torchrun only rank 0 reports (it has the metrics)
         return 0
     if result.best_epoch > 0:
         dice = ", ".join(f"{k} {v:.4f}" for k, v in result.dice_per_class.items())

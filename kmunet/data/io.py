@@ -188,6 +188,7 @@ def read_nifti(path: Path) -> tuple[Any, np.ndarray]:
             data = np.asanyarray(img.dataobj)
             while stream.read(1 << 20):  # to the trailer: GzipFile checks its CRC-32 and length there
                 pass
+        img = type(img)(data, img.affine, img.header)  # voxels in memory: the stream is closed below
     except gzip.BadGzipFile as err:
         reason = "CRC check failed" if "CRC" in str(err) else str(err)
         raise ValueError(f"{path}: corrupt gzip stream ({reason})") from None

@@ -13,15 +13,17 @@ import json
 import lzma
 import os
 import re
+import secrets
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, NamedTuple
+
+from kmunet.checks import first_line
 
 #: Official MSD archives (the Medical Segmentation Decathlon tarballs mirrored on AWS for MONAI).
 MSD_BASE_URL = "https://msd-for-monai.s3-us-west-2.amazonaws.com"
@@ -189,7 +191,7 @@ _CORRUPT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def _corrupt(archive: Path, err: BaseException | str) -> ValueError:
-    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    detail = first_line(err)
     return ValueError(f"{archive}: truncated or corrupt archive ({detail})")
 
 
@@ -219,36 +221,51 @@ def safe_extract(archive: str | Path, out_dir: str | Path) -> list[Path]:
         raise FileNotFoundError(f"archive not found: {archive}")
     written: list[Path] = []
     created: list[Path] = []  # the written files that did not exist before
-    made: list[Path] = []  # folders this call created, parents first
-    try:
-        _mkdirs(out, made)
-        _extract_members(archive, out, written, created, made)
-    except BaseException as err:
-        for f in reversed(created):
-            f.unlink(missing_ok=True)
-        for d in reversed(made):
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        if isinstance(err, _CORRUPT_ERRORS):
-            raise _corrupt(archive, err) from err
-        raise
+    with _new_folders(on_success=False) as mkdirs:
+        try:
+            mkdirs(out)
+            _extract_members(archive, out, written, created, mkdirs)
+        except BaseException as err:
+            for f in reversed(created):
+                f.unlink(missing_ok=True)
+            if isinstance(err, _CORRUPT_ERRORS):
+                raise _corrupt(archive, err) from err
+            raise
     return written
 
 
-def _mkdirs(folder: Path, made: list[Path]) -> None:
-    """``folder.mkdir(parents=True, exist_ok=True)``, appending each folder it creates to ``made``."""
-    missing = []
-    p = folder
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        d.mkdir(exist_ok=True)
-        made.append(d)
+@contextlib.contextmanager
+def _new_folders(on_success: bool = True) -> Iterator[Callable[[Path], None]]:
+    """Yield ``mkdirs(folder)`` (``folder.mkdir(parents=True, exist_ok=True)``) that records the
+    folders it creates; on exit they are removed again, deepest first and only when empty (folders
+    that existed before are never touched). ``on_success=False``: removed only on a failure."""
+    made: list[Path] = []  # parents first
+
+    def mkdirs(folder: Path) -> None:
+        missing = []
+        p = folder
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            d.mkdir(exist_ok=True)
+            made.append(d)
+
+    ok = False
+    try:
+        yield mkdirs
+        ok = True
+    finally:
+        if not ok or on_success:
+            for d in reversed(made):
+                with contextlib.suppress(OSError):
+                    d.rmdir()  # only succeeds if empty
 
 
-def _extract_members(archive: Path, out: Path, written: list[Path], created: list[Path], made: list[Path]) -> None:
-    """The body of :func:`safe_extract` (``written``, ``created``, ``made`` record what it writes)."""
+def _extract_members(archive: Path, out: Path, written: list[Path], created: list[Path],
+                     mkdirs: Callable[[Path], None]) -> None:
+    """The body of :func:`safe_extract` (``written``, ``created`` record what it writes; ``mkdirs``
+    creates folders)."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
@@ -259,9 +276,9 @@ def _extract_members(archive: Path, out: Path, written: list[Path], created: lis
             for info in infos:
                 target = out / _check_member_name(info.filename, archive)
                 if info.is_dir():
-                    _mkdirs(target, made)
+                    mkdirs(target)
                     continue
-                _mkdirs(target.parent, made)
+                mkdirs(target.parent)
                 _record(target, written, created)
                 with zf.open(info) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst)
@@ -284,9 +301,9 @@ def _extract_members(archive: Path, out: Path, written: list[Path], created: lis
         for m in members:
             target = out / _check_member_name(m.name, archive)
             if m.isdir():
-                _mkdirs(target, made)
+                mkdirs(target)
                 continue
-            _mkdirs(target.parent, made)
+            mkdirs(target.parent)
             src = tf.extractfile(m)
             if src is None:
                 raise ValueError(f"{archive}: cannot read member {m.name!r}")
@@ -321,22 +338,25 @@ def _check_tar_end(tf: tarfile.TarFile, archive: Path) -> None:
 def _staging(out: Path, name: str) -> Iterator[Path]:
     """A fresh hidden folder ``out/.<name>.partial-XXXX`` for building results before publishing them.
 
-    ``out`` is created (with its parents) if needed. On exit the staging folder is removed (whatever
-    is still in it), and so are the folders this call created when they are empty, so a failure
-    leaves ``out`` as it was (or absent).
+    ``out`` is created (with its parents) if needed. The staging folder is made with the normal
+    permissions (``0o777 & ~umask``, not ``mkdtemp``'s 0700), so that a folder published from it is
+    readable like any other. On exit the staging folder is removed (whatever is still in it), and
+    so are the folders this call created when they are empty, so a failure leaves ``out`` as it was
+    (or absent).
     """
-    made: list[Path] = []
-    _mkdirs(out, made)
-    stage: Path | None = None
-    try:
-        stage = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out))
-        yield stage
-    finally:
-        if stage is not None and stage.exists():
+    with _new_folders() as mkdirs:
+        mkdirs(out)
+        while True:
+            stage = out / f".{name}.partial-{secrets.token_hex(4)}"
+            try:
+                stage.mkdir()
+                break
+            except FileExistsError:
+                continue
+        try:
+            yield stage
+        finally:
             shutil.rmtree(stage, ignore_errors=True)
-        for d in reversed(made):
-            with contextlib.suppress(OSError):
-                d.rmdir()  # only succeeds if empty
 
 
 def _publish(entries: list[Path], out: Path) -> None:
@@ -349,6 +369,12 @@ def _publish(entries: list[Path], out: Path) -> None:
         _refuse_existing(out / e.name)
     for e in entries:
         e.rename(out / e.name)
+
+
+def _unpacked_entries(stage: Path) -> list[Path]:
+    """The top-level entries of an archive unpacked into ``stage`` that are published: everything
+    but hidden folders and macOS resource forks (``__MACOSX``)."""
+    return _subdirs(stage) + [p for p in sorted(stage.iterdir()) if not p.is_dir()]
 
 
 def _refuse_existing(target: Path) -> None:
@@ -477,14 +503,10 @@ def prepare_msd(
     if archive is not None and not Path(archive).is_file():
         raise FileNotFoundError(f"archive not found: {archive}")
     out = Path(out_dir)
-    made: list[Path] = []
-    _mkdirs(out, made)
-    try:
+    # a failed first attempt leaves no empty folder (a partial download is kept to resume)
+    with _new_folders() as mkdirs:
+        mkdirs(out)
         return _fetch_and_verify_msd(task, out, archive, url, md5, sha256, timeout, progress, verify_known_md5)
-    finally:  # a failed first attempt leaves no empty folder (a partial download is kept to resume)
-        for d in reversed(made):
-            with contextlib.suppress(OSError):
-                d.rmdir()
 
 
 def _fetch_and_verify_msd(task: str, out: Path, archive: str | Path | None, url: str | None, md5: str | None,
@@ -530,8 +552,7 @@ def _fetch_and_verify_msd(task: str, out: Path, archive: str | Path | None, url:
             _refuse_existing(target)
             stage.rename(target)
             return target
-        # everything unpacked but hidden folders and macOS resource forks (``__MACOSX``)
-        _publish(_subdirs(stage) + [p for p in sorted(stage.iterdir()) if not p.is_dir()], out)
+        _publish(_unpacked_entries(stage), out)
         return out / root.relative_to(stage)
 
 
@@ -545,8 +566,13 @@ def _is_drive(p: Path) -> bool:
     return (p / "images").is_dir() and ((p / "1st_manual").is_dir() or (p / "mask").is_dir())
 
 
-def _raster_files(folder: Path) -> list[Path]:
+def raster_files(folder: str | Path) -> list[Path]:
+    """The raster image files directly in ``folder`` (sorted; hidden files skipped; empty list when
+    ``folder`` is not a folder), by :data:`kmunet.data.io.RASTER_SUFFIXES`: e.g. the DRIVE images
+    of ``<split>/images``."""
     from kmunet.data.io import RASTER_SUFFIXES
+
+    folder = Path(folder)
 
     if not folder.is_dir():
         return []
@@ -573,7 +599,7 @@ def _drive_problems(folder: Path, split: str, flat_source: Path | None = None) -
     from kmunet.data.discovery import discover_drive
     from kmunet.data.io import RASTER_SUFFIXES
 
-    if not _raster_files(folder / "images"):
+    if not raster_files(folder / "images"):
         return [f"{folder / 'images'}: no DRIVE images (NN_training.tif, or .png/.gif/.jpg ...)"]
     problems = []
     for case in discover_drive(folder):
@@ -680,13 +706,14 @@ def prepare_drive(source: str | Path, out_dir: str | Path | None = None, split: 
         with _staging(out, "DRIVE") as stage:
             safe_extract(src, stage)
             folder = _select_drive_folder(stage, split, str(src))
-            if folder is None:
+            flat = folder is None
+            if folder is None:  # a zip of a flat folder: only the sorted split is published
                 folder = _reorganise_flat(stage, stage, split, str(src), move=True)
             problems = _drive_problems(folder, split)
             if problems:
                 raise ValueError(f"{src}: DRIVE {split} verification failed (nothing unpacked into {out}), "
                                  + _join_problems(_shown(problems, stage, "")))
-            _publish(sorted(stage.iterdir()), out)
+            _publish([folder] if flat else _unpacked_entries(stage), out)
             return out / folder.relative_to(stage)
     folder = _select_drive_folder(src, split, str(src))
     if folder is not None:
@@ -698,8 +725,7 @@ def prepare_drive(source: str | Path, out_dir: str | Path | None = None, split: 
         if _flat_drive_files(src, split):
             raise ValueError(f"{src}: is a flat folder of DRIVE files; an output folder to sort them into is "
                              "required (--out DIR, out_dir=)")
-        _reorganise_flat(src, src, split, str(src), move=False)  # raises: no DRIVE files
-    assert out_dir is not None  # (the call above raised otherwise)
+        raise _no_drive_files_error(src, split, str(src))
     out = Path(out_dir)
     with _staging(out, split) as stage:
         folder = _reorganise_flat(src, stage, split, str(src), move=False)
@@ -713,7 +739,7 @@ def prepare_drive(source: str | Path, out_dir: str | Path | None = None, split: 
 
 def _flat_drive_files(src: Path, split: str) -> dict[str, list[Path]]:
     """The flat DRIVE files of ``split`` in ``src``, by destination sub-folder (empty: none)."""
-    files = _raster_files(src)
+    files = raster_files(src)
     images = [p for p in files if (m := _DRIVE_NAME.match(_stem(p))) and m.group(2).lower() == split]
     if not images:
         return {}
@@ -730,6 +756,15 @@ def _stem(p: Path) -> str:
     return path_stem(p)
 
 
+def _no_drive_files_error(src: Path, split: str, shown: str) -> ValueError:
+    """The error for a ``src`` holding neither a DRIVE folder nor flat DRIVE files of ``split``
+    (naming the other split when ``src`` holds its files)."""
+    other = [s for s in DRIVE_SPLITS if s != split and _flat_drive_files(src, s)]
+    hint = f"; it holds DRIVE {other[0]} files: pass --split {other[0]} (split={other[0]!r})" if other else ""
+    return ValueError(f"{shown}: no DRIVE layout (images/, 1st_manual/, mask/) nor DRIVE {split} files "
+                      f"(NN_{split}.tif) found{hint}")
+
+
 def _reorganise_flat(src: Path, dest_parent: Path, split: str, shown: str, move: bool) -> Path:
     """Copy (or move) the flat DRIVE files of ``split`` in ``src`` to ``dest_parent/<split>/...``.
 
@@ -738,10 +773,7 @@ def _reorganise_flat(src: Path, dest_parent: Path, split: str, shown: str, move:
     """
     groups = _flat_drive_files(src, split)
     if not groups:
-        other = [s for s in DRIVE_SPLITS if s != split and _flat_drive_files(src, s)]
-        hint = f"; it holds DRIVE {other[0]} files: pass --split {other[0]} (split={other[0]!r})" if other else ""
-        raise ValueError(f"{shown}: no DRIVE layout (images/, 1st_manual/, mask/) nor DRIVE {split} files "
-                         f"(NN_{split}.tif) found{hint}")
+        raise _no_drive_files_error(src, split, shown)
     folder = dest_parent / split
     for sub in ("images", "1st_manual", "mask"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -751,6 +783,46 @@ def _reorganise_flat(src: Path, dest_parent: Path, split: str, shown: str, move:
             else:
                 shutil.copy2(p, folder / sub / p.name)
     return folder
+
+
+def _refuse_existing_outputs(targets: list[Path]) -> None:
+    existing = [t for t in targets if t.exists() or t.is_symlink()]
+    if existing:
+        raise ValueError(f"{existing[0]}: already exists ({len(existing)} of the {len(targets)} outputs do; "
+                         "use --overwrite, overwrite=True, to replace them)")
+
+
+def _publish_converted(stage: Path, names: list[str], targets: list[Path], overwrite: bool) -> None:
+    """Move ``stage/<name>`` to each target; all or nothing.
+
+    Without ``overwrite`` the targets are checked again right before moving (they may have appeared
+    during the conversion) and an existing one is refused, never replaced. With ``overwrite`` each
+    existing target is first set aside inside ``stage``. On a failure the files this call moved are
+    taken back and the set-aside ones restored.
+    """
+    if not overwrite:
+        _refuse_existing_outputs(targets)
+    aside = stage / ".replaced"
+    done: list[tuple[Path, Path | None]] = []  # (target, its set-aside earlier version)
+    try:
+        for name, target in zip(names, targets):
+            earlier = None
+            if target.exists() or target.is_symlink():
+                if not overwrite:
+                    _refuse_existing_outputs([target])
+                aside.mkdir(exist_ok=True)
+                earlier = aside / name
+                target.replace(earlier)
+            done.append((target, earlier))
+            (stage / name).replace(target)
+    except BaseException:
+        for target, earlier in reversed(done):
+            with contextlib.suppress(OSError):
+                if earlier is not None:
+                    earlier.replace(target)
+                else:
+                    target.unlink(missing_ok=True)
+        raise
 
 
 def _itk_error_detail(err: BaseException) -> str:
@@ -817,9 +889,12 @@ def convert_dicom_folder(src_dir: str | Path, out_dir: str | Path, overwrite: bo
     the first free ``-2``, ``-3``, ... suffix (``p1_ax-2.nii.gz``), reported through ``log``.
 
     Everything is checked before anything is written: no series found raises without creating
-    ``out_dir``; an existing output file is an error unless ``overwrite``. The files are written
-    into a hidden staging folder inside ``out_dir`` and moved into place only once every series has
-    converted, so a failure writes nothing. ITK's own warnings are silenced.
+    ``out_dir``; an existing output file is an error unless ``overwrite`` (checked again after the
+    conversion, right before the files are moved: a file that appeared meanwhile is never
+    replaced). The files are written into a hidden staging folder inside ``out_dir`` and moved into
+    place only once every series has converted; a failure while moving them takes back the files
+    already moved (and restores the ones they replaced), so a failure writes nothing. ITK's own
+    warnings are silenced.
 
     Args:
         src_dir: folder holding DICOM series at any depth.
@@ -851,10 +926,8 @@ def convert_dicom_folder(src_dir: str | Path, out_dir: str | Path, overwrite: bo
         return "/".join(folder.relative_to(src).parts) or src.name
 
     targets = [out / f"{s.name}.nii.gz" for s in plan]
-    existing = [t for t in targets if t.exists() or t.is_symlink()]
-    if existing and not overwrite:
-        raise ValueError(f"{existing[0]}: already exists ({len(existing)} of the {len(targets)} outputs do; "
-                         "use --overwrite, overwrite=True, to replace them)")
+    if not overwrite:
+        _refuse_existing_outputs(targets)
     with _staging(out, "dicom_to_nifti") as stage, itk_warnings_off():
         for s in plan:
             try:
@@ -865,8 +938,7 @@ def convert_dicom_folder(src_dir: str | Path, out_dir: str | Path, overwrite: bo
             except RuntimeError as err:
                 raise ValueError(f"{s.folder}: cannot convert DICOM series {s.series_id} "
                                  f"({_itk_error_detail(err)})") from err
-        for s, target in zip(plan, targets):
-            (stage / f"{s.name}.nii.gz").replace(target)
+        _publish_converted(stage, [f"{s.name}.nii.gz" for s in plan], targets, overwrite)
     if log is not None:  # after success, so that an error stays the only message
         owner = {s.name.casefold(): s for s in plan}
         for s in plan:

@@ -9,6 +9,7 @@ from typing import Any, Collection
 
 import numpy as np
 
+from kmunet.checks import first_line, strip_path
 from kmunet.config import ExperimentConfig
 from kmunet.data.discovery import detect_layout, discover_cases, resolve_root, unpaired_labels
 from kmunet.data.io import load_array
@@ -166,18 +167,14 @@ def _fmt(values: np.ndarray) -> str:
 
 def _reason(err: BaseException, path: str | Path) -> str:
     """The message of ``err`` without a leading ``"<path>: "`` (the report's file column names it)."""
-    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    for prefix in (f"{path}: ", f"{Path(path).resolve()}: "):
-        if message.startswith(prefix):
-            return message[len(prefix):]
-    return message
+    return strip_path(first_line(err), path)
 
 
 def _split_file(message: str, root: str) -> tuple[str, str]:
     """``(file, message)`` of a discovery error: the file it names first (e.g. ``dataset.json``), else ``root``."""
-    for prefix in (f"{root}: ", f"{Path(root).resolve()}: "):  # the file column names it already
-        if message.startswith(prefix):
-            return root, message[len(prefix):]
+    stripped = strip_path(message, root)  # the file column names it already
+    if stripped != message:
+        return root, stripped
     head, sep, rest = message.partition(": ")
     if sep and Path(head).exists():
         return head, rest

@@ -39,6 +39,8 @@ COUNT_TOLERANCE: float = 1e-4
 COUNT_RELATIVE_TOLERANCE: float = 1e-6
 #: Largest output grid :func:`resampled_grid` / :func:`check_grid_size` accept (4 GiB as float32).
 MAX_GRID_VOXELS: int = 2**30
+#: A per-axis factor above ``1 + UPSAMPLED_EPS`` counts as upsampling that axis.
+UPSAMPLED_EPS = 1e-6
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kmunet.checks import check_int
+from kmunet.inr.geometry import UPSAMPLED_EPS
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -213,7 +214,7 @@ def prior_domain_warning(
             raise ValueError(f"{label} must be three positive numbers, got {arr.tolist()!r}")
     problems = []
     trained = [float(f) for f in config.get("factors", []) or []]
-    up = [float(f) for f in fac if f > 1.0 + 1e-6]
+    up = [float(f) for f in fac if f > 1.0 + UPSAMPLED_EPS]
     if trained and up:
         off = [f for f in up if not any(abs(f - t) <= _FACTOR_TOLERANCE * t for t in trained)]
         if off or len(up) > 1:
@@ -473,9 +474,9 @@ def train_resampler(
         ValueError: bad settings, an output not ending in ``.pt``, unreadable or non-3-D volumes.
         FileNotFoundError: missing data folder or output folder.
     """
-    import nibabel as nib
     from tqdm.auto import tqdm
 
+    from kmunet.data.io import read_nifti
     from kmunet.runtime import resolve_device
 
     output = check_checkpoint_path(output)
@@ -498,8 +499,8 @@ def train_resampler(
     volumes, spacings = [], []
     for f in train_files:
         try:
-            img = nib.load(str(f))
-            data = np.asarray(img.dataobj, dtype=np.float32)
+            img, raw = read_nifti(Path(f))  # a .nii.gz is read to its end: its gzip CRC is checked
+            data = np.asarray(raw, dtype=np.float32)
             zooms = [float(z) for z in img.header.get_zooms()]
         except Exception as err:  # noqa: BLE001
             raise ValueError(f"cannot read {f}: {err}") from None

@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from kmunet.inr.geometry import Grid, Normalization, check_grid_size, grid_from_image, normalization_for, resampled_grid
+from kmunet.inr.geometry import (
+    UPSAMPLED_EPS, Grid, Normalization, check_grid_size, grid_from_image, normalization_for, resampled_grid,
+)
 from kmunet.options import RESAMPLE_METHODS
 
 if TYPE_CHECKING:
@@ -82,9 +84,11 @@ def load_volume(image: Any) -> tuple[Any, np.ndarray]:
         FileNotFoundError: a path that does not exist.
         ValueError: unreadable file or not a 3-D volume (the message names the file).
     """
-    import nibabel as nib
+    from kmunet.checks import first_line, strip_path
+    from kmunet.data.io import read_nifti
 
     name = "image"
+    raw = None
     if isinstance(image, (str, Path)):
         path = Path(image)
         name = str(path)
@@ -97,11 +101,11 @@ def load_volume(image: Any) -> tuple[Any, np.ndarray]:
             raise ValueError(f"{path}: is a DICOM file; resampling reads NIfTI volumes: convert its series "
                              "first with `kmunet export-nifti --input FOLDER --output DIR`")
         try:
-            image = nib.load(str(path))
+            image, raw = read_nifti(path)  # a .nii.gz is read to its end: its gzip CRC is checked
         except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file
-            raise ValueError(f"cannot read {path} as NIfTI: {err}") from None
+            raise ValueError(f"cannot read {path} as NIfTI: {strip_path(first_line(err), path)}") from None
     try:
-        data = np.asarray(image.dataobj, dtype=np.float32)
+        data = np.asarray(image.dataobj if raw is None else raw, dtype=np.float32)
     except Exception as err:  # noqa: BLE001
         raise ValueError(f"cannot read the voxel data of {name}: {err}") from None
     while data.ndim > 3 and data.shape[-1] == 1:
@@ -370,7 +374,7 @@ def _check_fusion_samples(shape: Sequence[int], axes: Sequence[int]) -> None:
 
 def _fusion_axes(in_grid: Grid, out_grid: Grid) -> list[int]:
     """Upsampled voxel axes, on which :func:`fusion_weight` validates (checked to have 3 samples each)."""
-    axes = [a for a, f in enumerate(_upsampling_factors(in_grid, out_grid)) if f > 1.0 + 1e-6]
+    axes = [a for a, f in enumerate(_upsampling_factors(in_grid, out_grid)) if f > 1.0 + UPSAMPLED_EPS]
     _check_fusion_samples(in_grid.shape, axes)
     return axes
 

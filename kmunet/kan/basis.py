@@ -140,9 +140,11 @@ def uniform_local_basis_derivative(f: Tensor, spline_order: int) -> list[Tensor]
 
 
 #: Knot spacings may differ by this many units of rounding (machine epsilon times the largest knot
-#: magnitude of the channel) and still count as uniform: the closed-form uniform basis is then exact to
-#: rounding, while any real non-uniformity takes the general (exact) Cox-de Boor path.
+#: magnitude of the channel), and by at most ``UNIFORM_MAX_RTOL`` of the spacing, and still count as
+#: uniform: the closed-form uniform basis is then exact to rounding, while any real non-uniformity takes
+#: the general (exact) Cox-de Boor path.
 UNIFORM_ROUNDING_UNITS = 64
+UNIFORM_MAX_RTOL = 1e-5
 
 
 def grid_is_uniform(grid: Tensor) -> bool:
@@ -153,7 +155,8 @@ def grid_is_uniform(grid: Tensor) -> bool:
     """
     diffs = grid[:, 1:] - grid[:, :-1]
     h = diffs[:, :1]
-    tol = UNIFORM_ROUNDING_UNITS * torch.finfo(grid.dtype).eps * grid.abs().amax(dim=1, keepdim=True)
+    rounding = UNIFORM_ROUNDING_UNITS * torch.finfo(grid.dtype).eps * grid.abs().amax(dim=1, keepdim=True)
+    tol = torch.minimum(rounding, UNIFORM_MAX_RTOL * h.abs())
     return bool(torch.all(h > 0)) and bool(torch.all((diffs - h).abs() <= tol))
 
 

@@ -200,7 +200,8 @@ class _KANLayer(nn.Module):
 
         Returns:
             ``(out, in // groups, *kernel_size, n)``. Summing it over each receptive field reproduces the
-            layer output (this is how the layer's exactness is tested, and how filters are plotted).
+            layer output (this is how the layer's exactness is tested; :func:`plot_edge_functions` uses
+            :meth:`edge_values` with per-channel ranges).
         """
         if x.dim() != 1:
             raise ValueError(f"edge_functions expects a 1-D tensor of sample values, got shape {tuple(x.shape)}")

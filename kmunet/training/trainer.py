@@ -65,7 +65,7 @@ class TrainResult:
 # ----------------------------------------------------------------------------------------------
 
 
-def _distributed_env() -> tuple[int, int, int]:
+def distributed_env() -> tuple[int, int, int]:
     """``(rank, world_size, local_rank)`` from the torchrun environment (1 process otherwise)."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
@@ -344,7 +344,9 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
         A :class:`TrainResult`.
 
     Raises:
-        ValueError: the dataset has fatal problems (``kmunet validate-data`` lists them), or bad config.
+        ValueError: the dataset has fatal problems (``kmunet validate-data`` lists them), a bad config,
+            an output path that is a file or (without ``resume``) a folder that already holds a run, or
+            a resume with settings other than :data:`RESUME_MAY_CHANGE` changed.
         FileNotFoundError: ``resume`` without ``last.pt``.
     """
     from monai.losses import DiceCELoss
@@ -360,7 +362,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             f"data.class_names has {len(config.data.class_names)} names but network.out_channels is "
             f"{config.network.out_channels}"
         )
-    rank, world_size, local_rank = _distributed_env()
+    rank, world_size, local_rank = distributed_env()
     dev = resolve_device(device or tc.device)
     own_group = False
     if world_size > 1 and not dist.is_initialized():
@@ -376,6 +378,8 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
     output = Path(tc.output_dir)
     is_main = rank == 0
     _check_output(output, resume)
+    if dist.is_initialized():
+        dist.barrier()  # every rank checks the folder before rank 0 writes into it
     fresh_output = not output.exists()  # a run that fails before its first checkpoint removes what it made
     try:
         config = _prepare_data_root(config, output, rank)

@@ -37,3 +37,12 @@ def test_demo_end_to_end_short(tmp_path: Path, capsys) -> None:
     report = json.loads((tmp_path / "demo" / "predictions" / "predict_report.json").read_text())
     assert report["cases"] and all(case["status"] == "ok" for case in report["cases"])
     assert len(list((tmp_path / "demo" / "predictions").glob("*.nii.gz"))) == 3
+    # a second demo replaces its own earlier run; a user folder named by --set is never removed
+    again = run_demo(tmp_path / "demo", device="cpu", epochs=1, progress=False)
+    assert Path(again["checkpoint"]).is_file()
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("precious: 1\n")
+    with pytest.raises(ValueError, match="already holds a run"):
+        run_demo(tmp_path / "demo", device="cpu", epochs=1, overrides=[f"train.output_dir={mine}"], progress=False)
+    assert (mine / "config.yaml").read_text() == "precious: 1\n"

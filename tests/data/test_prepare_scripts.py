@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import shutil
+import stat
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -295,3 +298,97 @@ def test_safe_extract_corrupt_archive_removes_what_it_wrote(task_dir: Path, tmp_
     with pytest.raises(ValueError, match="truncated or corrupt"):
         prepare.safe_extract(bad_gz, tmp_path / "out")
     assert _tree(tmp_path / "out") == ["mine.txt"]
+
+
+# ------------------------------------------------------------------------ publishing (review fixes, 2)
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_msd_top_level_dataset_json_published_readable(task_dir: Path, tmp_path: Path, umask_022: None) -> None:
+    archive = tmp_path / "flat.tar"
+    with tarfile.open(archive, "w") as tf:
+        for p in sorted(task_dir.iterdir()):
+            tf.add(p, arcname=p.name)  # dataset.json at the top of the archive
+    root = prepare_msd("Task04_Hippocampus", tmp_path / "data", archive=archive)
+    assert root == tmp_path / "data" / "Task04_Hippocampus" and (root / "dataset.json").is_file()
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["Task04_Hippocampus"]
+
+
+def test_drive_zip_macosx_and_other_split_not_published(tmp_path: Path) -> None:
+    release = _drive_release(tmp_path / "src")
+    (tmp_path / "src" / "__MACOSX" / "DRIVE").mkdir(parents=True)
+    (tmp_path / "src" / "__MACOSX" / "DRIVE" / "._x").write_bytes(b"fork")
+    zpath = tmp_path / "DRIVE.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for p in sorted((tmp_path / "src").rglob("*")):
+            zf.write(p, p.relative_to(tmp_path / "src"))
+    assert prepare_drive(zpath, tmp_path / "out") == tmp_path / "out" / "DRIVE" / "training"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["DRIVE"]
+    # a zip of a flat folder holding both splits' files: only the sorted split is published
+    flat_zip = tmp_path / "flat.zip"
+    with zipfile.ZipFile(flat_zip, "w") as zf:
+        for p in sorted(release.rglob("*.*")):
+            if p.parent.name != "2nd_manual":
+                zf.write(p, p.name)
+    out = prepare_drive(flat_zip, tmp_path / "out_flat")
+    assert out == tmp_path / "out_flat" / "training"
+    assert sorted(p.name for p in (tmp_path / "out_flat").iterdir()) == ["training"]
+    assert _tree(out / "images") == ["21_training.tif", "22_training.tif"]
+
+
+def test_drive_flat_other_split_without_out_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    release = _drive_release(tmp_path / "src")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for p in (release / "test").rglob("*_test*.*"):
+        shutil.copy(p, flat / p.name)
+    with pytest.raises(ValueError, match=r"nor DRIVE training files .*pass --split test"):
+        prepare_drive(flat)
+    with pytest.raises(SystemExit):
+        load_script("prepare_drive").main([str(flat), "--split", "val"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_dicom_output_appearing_during_conversion_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import SimpleITK as sitk
+
+    write_dicom_series(tmp_path / "dc" / "a", np.random.default_rng(0).integers(0, 300, (8, 6, 3)))
+    write_dicom_series(tmp_path / "dc" / "b", np.random.default_rng(1).integers(0, 300, (8, 6, 3)))
+    real_write = sitk.WriteImage
+
+    def write_and_race(image: Any, path: str) -> None:
+        real_write(image, path)
+        if path.endswith("b.nii.gz"):  # someone else writes b.nii.gz meanwhile
+            (tmp_path / "nii" / "b.nii.gz").write_bytes(b"theirs")
+
+    monkeypatch.setattr(sitk, "WriteImage", write_and_race)
+    with pytest.raises(ValueError, match=r"b\.nii\.gz: already exists"):
+        convert_dicom_folder(tmp_path / "dc", tmp_path / "nii")
+    assert _tree(tmp_path / "nii") == ["b.nii.gz"] and (tmp_path / "nii" / "b.nii.gz").read_bytes() == b"theirs"
+
+
+def test_dicom_failure_while_publishing_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_dicom_series(tmp_path / "dc" / "a", np.random.default_rng(0).integers(0, 300, (8, 6, 3)))
+    write_dicom_series(tmp_path / "dc" / "b", np.random.default_rng(1).integers(0, 300, (8, 6, 3)))
+    (tmp_path / "nii").mkdir()
+    (tmp_path / "nii" / "a.nii.gz").write_bytes(b"earlier")
+    real_replace = Path.replace
+
+    def failing_replace(self: Path, target: Any) -> Path:
+        if Path(target) == tmp_path / "nii" / "b.nii.gz":
+            raise OSError("disk full")
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        convert_dicom_folder(tmp_path / "dc", tmp_path / "nii", overwrite=True)
+    assert _tree(tmp_path / "nii") == ["a.nii.gz"] and (tmp_path / "nii" / "a.nii.gz").read_bytes() == b"earlier"

@@ -146,3 +146,25 @@ def test_nnunet_second_channel_is_reported_as_unsupported(synth3d: Path, tmp_pat
     second.rename(root / "imagesTr" / "other_0001.nii.gz")
     report = validate_dataset(root, make_config(root))
     assert report.ok and [Path(p.file).name for p in report.warnings] == ["other_0001.nii.gz"]
+
+
+def test_every_nifti_reader_checks_the_gzip_crc(tmp_path: Path) -> None:
+    """recon (--image), resample and train-resampler read NIfTI through the same CRC-checking reader."""
+    from kmunet.inr.prior import train_resampler
+    from kmunet.inr.resample import load_volume
+    from kmunet.mri.io import load_image
+
+    plain = tmp_path / "v.nii"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 8)).astype(np.float32), np.eye(4)), plain)
+    bad = bytearray(gzip.compress(plain.read_bytes()))
+    bad[-8] ^= 0xFF  # the trailer's CRC-32: the voxels decompress, the file is corrupt
+    folder = tmp_path / "vols"
+    folder.mkdir()
+    (folder / "bad.nii.gz").write_bytes(bytes(bad))
+    path = folder / "bad.nii.gz"
+    with pytest.raises(ValueError, match="CRC check failed"):
+        load_image(path)
+    with pytest.raises(ValueError, match="CRC check failed"):
+        load_volume(path)
+    with pytest.raises(ValueError, match="CRC check failed"):
+        train_resampler(folder, tmp_path / "prior.pt", epochs=1, holdout=0)

@@ -262,7 +262,13 @@ def test_nearly_uniform_grid_takes_the_exact_path() -> None:
 
     for dtype in (torch.float32, F64):
         assert grid_is_uniform(make_grid((-1.0, 1.0), 5, 3, 4, dtype=dtype))
-        assert grid_is_uniform(make_grid((100.0, 101.0), 8, 3, 4, dtype=dtype))
+    assert grid_is_uniform(make_grid((100.0, 101.0), 8, 3, 4, dtype=F64))
+    far = make_grid((100.0, 100.04), 10, 3, 1, dtype=F64)  # knots near 100, spacing 0.004
+    far[0, 5] += 2e-4  # a 5 % deviation is not rounding, however large the knots are
+    assert not grid_is_uniform(far)
+    near = make_grid((-1.0, 1.0), 5, 3, 1)
+    near[0, 4] += 5e-6  # within float32's 64 units of rounding, but above 1e-5 of the 0.4 spacing
+    assert not grid_is_uniform(near)
 
 
 def test_activation_samples_cover_huge_inputs() -> None:

@@ -164,7 +164,7 @@ def test_failed_start_leaves_no_output_folder(tmp_path: Path) -> None:
 
 def test_config_errors_are_one_line_value_errors(tmp_path: Path) -> None:
     for override, match in [("train.sw_overlap=1.0", r"train.sw_overlap must be in \[0, 1\), got 1.0"),
-                            ("train.sw_batch_size=0", "train.sw_batch_size must be >= 1, got 0"),
+                            ("train.sw_batch_size=0", "train.sw_batch_size must be a positive integer, got 0"),
                             ("train.lr=-1", "train.lr must be a finite number >= 0, got -1.0"),
                             ("train.schedule=step", r"unknown train.schedule 'step'; valid: \['cosine', 'poly'\]")]:
         with pytest.raises(ValueError, match=match):
