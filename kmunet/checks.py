@@ -7,7 +7,7 @@ import numbers
 import operator
 from pathlib import Path
 
-__all__ = ["is_integer", "check_int", "check_positive", "check_real", "check_dims", "first_line", "strip_path"]
+__all__ = ["is_integer", "is_finite_real", "check_int", "check_positive", "check_real", "check_dims", "first_line", "strip_path"]
 
 
 def is_integer(value: object) -> bool:
@@ -33,14 +33,18 @@ def check_int(name: str, value: object, minimum: int = 1) -> int:
     return operator.index(value)
 
 
+def is_finite_real(value: object) -> bool:
+    """A finite Python or NumPy real number (not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+
+
 def check_real(name: str, value: object, low: float | None = None, high: float | None = None) -> float:
     """``value`` as a ``float`` when it is a finite real number (not a bool) in ``[low, high]``.
 
     Raises:
         ValueError: anything else (the message names ``name``, the value and the allowed range).
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or (low is not None and value < low) or (high is not None and value > high):
+    if not is_finite_real(value) or (low is not None and value < low) or (high is not None and value > high):
         bounds = "" if low is None and high is None else (
             f" >= {low:g}" if high is None else f" <= {high:g}" if low is None else f" in [{low:g}, {high:g}]")
         raise ValueError(f"{name} must be a finite number{bounds}, got {value!r}")
@@ -64,7 +68,7 @@ def check_positive(name: str, value: object) -> float:
     Raises:
         ValueError: anything else (the message names ``name`` and the value).
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+    if not is_finite_real(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
 

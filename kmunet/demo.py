@@ -57,7 +57,7 @@ def run_demo(
     from kmunet.kan import kan_layers, plot_edge_functions
     from kmunet.networks import count_parameters
     from kmunet.training import model_from_checkpoint, train
-    from kmunet.training.trainer import RUN_FILES
+    from kmunet.training.trainer import run_files
 
     output = Path(output)
     extra = list(overrides) + ([f"train.epochs={epochs}"] if epochs is not None else [])
@@ -67,9 +67,8 @@ def run_demo(
     unseen = make_synthetic_dataset(output / "unseen", n_cases=3, shape=(36, 30, 28), spatial_dims=3, seed=123)
     print(f"synthetic dataset: {data_root} (12 cases); unseen scans: {unseen / 'imagesTr'}")
 
-    previous = Path(config.train.output_dir)
-    own = (output / "train").resolve()
-    if previous.resolve() == own and previous.is_dir() and any((own / name).exists() for name in RUN_FILES):
+    own = output / "train"
+    if Path(config.train.output_dir).resolve() == own.resolve() and run_files(own):
         # the demo trains afresh each time: it replaces its own earlier run (OUTPUT/train) and nothing
         # else; any other folder holding a run is refused by train()
         shutil.rmtree(own)

@@ -22,7 +22,6 @@ before each KAN convolution so that most of them fall inside the grid.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Sequence
 
 import torch
@@ -30,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from kmunet.checks import check_dims, check_int, check_real, is_integer
+from kmunet.checks import check_dims, check_int, check_real, is_finite_real, is_integer
 from kmunet.kan.basis import bspline_basis, grid_is_uniform, kan_features, make_grid
 
 __all__ = ["KANLinear", "KANConv"]
@@ -82,7 +81,7 @@ class _KANLayer(nn.Module):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})")
         if not isinstance(grid_range, Sequence) or isinstance(grid_range, str) or len(grid_range) != 2 \
-                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in grid_range) \
+                or not all(is_finite_real(v) for v in grid_range) \
                 or not float(grid_range[1]) > float(grid_range[0]):
             raise ValueError(f"grid_range must be finite (low, high) with low < high, got {grid_range!r}")
         grid_eps = check_real("grid_eps", grid_eps, 0.0, 1.0)

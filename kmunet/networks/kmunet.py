@@ -42,6 +42,12 @@ def make_norm(norm: str, spatial_dims: int, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {norm!r}; valid: {list(NORMS)}")
 
 
+def _check_odd_kernel(kernel_size: object) -> None:
+    """The blocks' "same" padding and residual path need a positive odd kernel size (``ValueError``)."""
+    if not is_integer(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd integer (the residual path keeps the size), got {kernel_size!r}")
+
+
 class KANResBlock(nn.Module):
     """``norm -> KANConv(stride) -> norm -> KANConv`` plus a residual path.
 
@@ -63,8 +69,7 @@ class KANResBlock(nn.Module):
         kan: KANConfig = KANConfig(),
     ) -> None:
         super().__init__()
-        if not is_integer(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer (the residual path keeps the size), got {kernel_size!r}")
+        _check_odd_kernel(kernel_size)
         kan_args = dict(
             grid_size=kan.grid_size, spline_order=kan.spline_order, grid_range=kan.grid_range,
             scale_noise=kan.scale_noise, scale_base=kan.scale_base, scale_spline=kan.scale_spline,
@@ -139,8 +144,6 @@ class KMUNet(nn.Module):
             raise ValueError(f"strides must have len(channels) - 1 = {len(channels) - 1} entries, got {strides!r}")
         if any(c < 1 for c in channels) or any(s < 1 for s in strides):
             raise ValueError(f"channels and strides must be positive, got {channels!r}, {strides!r}")
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; valid: {list(NORMS)}")
         if not 0.0 <= dropout < 1.0:
@@ -148,6 +151,7 @@ class KMUNet(nn.Module):
         self.spatial_dims = spatial_dims
         self.total_stride = math.prod(strides)
         block = dict(spatial_dims=spatial_dims, kernel_size=kernel_size, norm=norm, dropout=dropout, kan=kan)
+        _check_odd_kernel(kernel_size)  # before the stem: every block needs it
         self.stem = _CONV[spatial_dims](in_channels, channels[0], kernel_size, padding=(kernel_size - 1) // 2)
         self.encoder = nn.ModuleList([KANResBlock(in_channels=channels[0], out_channels=channels[0], **block)])
         for i, s in enumerate(strides):

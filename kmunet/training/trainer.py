@@ -260,12 +260,17 @@ def _check_resume_config(asked: ExperimentConfig, saved: ExperimentConfig, path:
 RUN_FILES: tuple[str, ...] = ("last.pt", "best.pt", "config.yaml", "metrics.csv")
 
 
+def run_files(folder: Path) -> list[str]:
+    """The :data:`RUN_FILES` present in ``folder`` (empty: it holds no run)."""
+    return [name for name in RUN_FILES if (folder / name).exists()]
+
+
 def _check_output(output: Path, resume: bool) -> None:
     """Refuse an output path that is a file, or (without ``resume``) a folder that already holds a run."""
     if output.exists() and not output.is_dir():
         raise ValueError(f"{output}: exists and is not a folder; choose another --output")
     if not resume and output.is_dir():
-        found = [name for name in RUN_FILES if (output / name).exists()]
+        found = run_files(output)
         if found:
             raise ValueError(f"{output}: already holds a run ({', '.join(found)}); pass --resume to continue "
                              "it, or choose a new --output (or remove the folder)")
