@@ -7,7 +7,7 @@ import numbers
 import operator
 from pathlib import Path
 
-__all__ = ["is_integer", "is_finite_real", "check_int", "check_positive", "check_real", "check_dims", "first_line", "strip_path"]
+__all__ = ["is_integer", "is_finite_real", "check_int", "check_positive", "check_real", "check_dims", "first_line", "strip_path", "error_reason"]
 
 
 def is_integer(value: object) -> bool:
@@ -85,3 +85,8 @@ def strip_path(message: str, path: str | Path) -> str:
         if message.startswith(prefix):
             return message[len(prefix):]
     return message
+
+
+def error_reason(err: BaseException, path: str | Path) -> str:
+    """The first line of ``err`` without a leading ``"<path>: "``: the reason, for a message that names ``path``."""
+    return strip_path(first_line(err), path)

@@ -43,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``kmunet train-resampler``; returns 0 on success."""
-    from kmunet.inr.prior import ResamplerAugment, check_checkpoint_path, train_resampler
+    from kmunet.inr.prior import ResamplerAugment, train_resampler
 
-    output = check_checkpoint_path(args.output)  # before training, not after
+    output = args.output  # train_resampler checks it before reading any data
     summary = train_resampler(
         args.data, output, epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, factors=args.factors,
         lr=args.lr, holdout=args.holdout, seed=args.seed, device=args.device, time_limit=args.time_limit,

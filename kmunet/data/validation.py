@@ -9,7 +9,7 @@ from typing import Any, Collection
 
 import numpy as np
 
-from kmunet.checks import first_line, strip_path
+from kmunet.checks import error_reason, strip_path
 from kmunet.config import ExperimentConfig
 from kmunet.data.discovery import detect_layout, discover_cases, resolve_root, unpaired_labels
 from kmunet.data.io import load_array
@@ -165,11 +165,6 @@ def _fmt(values: np.ndarray) -> str:
     return "x".join(f"{float(v):.3g}" for v in values)
 
 
-def _reason(err: BaseException, path: str | Path) -> str:
-    """The message of ``err`` without a leading ``"<path>: "`` (the report's file column names it)."""
-    return strip_path(first_line(err), path)
-
-
 def _split_file(message: str, root: str) -> tuple[str, str]:
     """``(file, message)`` of a discovery error: the file it names first (e.g. ``dataset.json``), else ``root``."""
     stripped = strip_path(message, root)  # the file column names it already
@@ -253,7 +248,7 @@ def validate_dataset(
         try:
             img, affine, n_ch = load_array(image_path)
         except Exception as err:  # noqa: BLE001 - any unreadable file is a finding, not a crash
-            report.add("fatal", image_path, f"cannot read image: {_reason(err, image_path)}")
+            report.add("fatal", image_path, f"cannot read image: {error_reason(err, image_path)}")
             continue
         spatial = tuple(int(s) for s in img.shape[1:])
         channels[n_ch] += 1
@@ -289,7 +284,7 @@ def validate_dataset(
         try:
             lab, lab_affine, lab_ch = load_array(label_path)
         except Exception as err:  # noqa: BLE001
-            report.add("fatal", label_path, f"cannot read label: {_reason(err, label_path)}")
+            report.add("fatal", label_path, f"cannot read label: {error_reason(err, label_path)}")
             continue
         n_labelled += 1
         if lab_ch != 1:
@@ -327,7 +322,7 @@ def validate_dataset(
                     if tuple(fov_arr.shape[1:]) != spatial:
                         report.add("fatal", fov, f"FOV mask shape {tuple(fov_arr.shape[1:])} != image shape {spatial}")
                 except Exception as err:  # noqa: BLE001
-                    report.add("fatal", fov, f"cannot read FOV mask: {_reason(err, fov)}")
+                    report.add("fatal", fov, f"cannot read FOV mask: {error_reason(err, fov)}")
     shape_min, shape_max = _per_axis_range(list(shapes))  # per-axis range over the distinct values
     spacing_min, spacing_max = _per_axis_range(list(spacings))
     report.summary = {

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from kmunet.data.io import read_series, sitk_affine_ras  # noqa: F401  (re-exported: kmunet.inference API)
-from kmunet.checks import first_line, strip_path
+from kmunet.checks import error_reason, first_line
 
 #: Suffixes read as NIfTI.
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
@@ -286,7 +286,7 @@ def load_case(case: Case, spatial_dims: int = 3, in_channels: int = 1) -> Loaded
             img, raw = read_nifti(Path(case.path))  # a .nii.gz is read to its end: CRC checked
             data = np.asarray(raw, dtype=np.float32)
         except Exception as err:  # corrupt or truncated gzip, bad header, not an image at all
-            reason = strip_path(first_line(err), case.path)
+            reason = error_reason(err, case.path)
             raise ValueError(f"not a readable NIfTI image ({type(err).__name__}: {reason})") from None
         if data.ndim > spatial_dims and in_channels == 1 and all(n == 1 for n in data.shape[spatial_dims:]):
             data = data.reshape(data.shape[:spatial_dims])  # (x, y, z, 1) as some tools write 3D volumes

@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from kmunet.checks import check_positive
+
 __all__ = [
     "Grid",
     "Normalization",
@@ -205,6 +207,19 @@ def new_spacing(
     return new
 
 
+def three_positive(name: str, values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """``values`` as a float64 ``(3,)`` array when they are three positive finite numbers (``ValueError``)."""
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(f"{name} must be three positive numbers, got {arr.tolist()!r}")
+    return arr
+
+
+def antialias_sigma(ratio: float | np.ndarray) -> float | np.ndarray:
+    """Gaussian sigma (in input voxels) that anti-aliases a ``ratio``-times coarser sampling: ``sqrt(r^2 - 1) / 2``."""
+    return 0.5 * np.sqrt(np.maximum(np.asarray(ratio, dtype=np.float64) ** 2 - 1.0, 0.0))
+
+
 def check_grid_size(shape: Sequence[int]) -> None:
     """Raise ``ValueError`` before allocating a grid of more than :data:`MAX_GRID_VOXELS` voxels."""
     n = math.prod(int(s) for s in shape)
@@ -225,8 +240,7 @@ def sample_count(n: int, old: float, new: float) -> int:
     if int(n) < 1:
         raise ValueError(f"sample count n must be >= 1, got {n!r}")
     for name, value in (("old", old), ("new", new)):
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} spacing must be a positive finite number, got {value!r}")
+        check_positive(f"{name} spacing", value)
     steps = (int(n) - 1) * float(old) / float(new)
     return int(math.floor(steps + max(COUNT_TOLERANCE, COUNT_RELATIVE_TOLERANCE * steps))) + 1
 

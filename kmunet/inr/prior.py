@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kmunet.checks import check_int
-from kmunet.inr.geometry import UPSAMPLED_EPS
+from kmunet.inr.geometry import UPSAMPLED_EPS, antialias_sigma, three_positive
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -207,11 +207,8 @@ def prior_domain_warning(
     Raises:
         ValueError: ``spacing`` or ``factors`` not three positive finite numbers.
     """
-    sp = np.asarray(spacing, dtype=np.float64).reshape(-1)
-    fac = np.maximum(np.asarray(factors, dtype=np.float64).reshape(-1), 1.0)
-    for label, arr in (("spacing", sp), ("factors", fac)):
-        if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-            raise ValueError(f"{label} must be three positive numbers, got {arr.tolist()!r}")
+    sp = three_positive("spacing", spacing)
+    fac = three_positive("factors", np.maximum(np.asarray(factors, dtype=np.float64), 1.0))
     problems = []
     trained = [float(f) for f in config.get("factors", []) or []]
     up = [float(f) for f in fac if f > 1.0 + UPSAMPLED_EPS]
@@ -386,7 +383,7 @@ def _make_batch(volumes: list[np.ndarray], rng: np.random.Generator, batch: int,
         scale = float(rng.uniform(*augment.zoom)) if augment.zoom[1] > 1 else 1.0
         if scale > 1.0:
             src = _crop_with_pad(vol, [int(math.ceil(s * scale)) for s in size], rng)
-            src = ndimage.gaussian_filter(src, sigma=0.5 * math.sqrt(scale**2 - 1.0))  # anti-aliasing
+            src = ndimage.gaussian_filter(src, sigma=float(antialias_sigma(scale)))  # anti-aliasing
             hr = ndimage.zoom(src, [s / n for s, n in zip(size, src.shape)], order=1, grid_mode=True, mode="nearest")
         else:
             hr = _crop_with_pad(vol, size, rng)

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from kmunet.inr.geometry import (
-    UPSAMPLED_EPS, Grid, Normalization, check_grid_size, grid_from_image, normalization_for, resampled_grid,
+    UPSAMPLED_EPS, Grid, Normalization, antialias_sigma, check_grid_size, grid_from_image, normalization_for,
+    resampled_grid, three_positive,
 )
 from kmunet.options import RESAMPLE_METHODS
 
@@ -84,7 +85,7 @@ def load_volume(image: Any) -> tuple[Any, np.ndarray]:
         FileNotFoundError: a path that does not exist.
         ValueError: unreadable file or not a 3-D volume (the message names the file).
     """
-    from kmunet.checks import first_line, strip_path
+    from kmunet.checks import error_reason
     from kmunet.data.io import read_nifti
 
     name = "image"
@@ -103,7 +104,7 @@ def load_volume(image: Any) -> tuple[Any, np.ndarray]:
         try:
             image, raw = read_nifti(path)  # a .nii.gz is read to its end: its gzip CRC is checked
         except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file
-            raise ValueError(f"cannot read {path} as NIfTI: {strip_path(first_line(err), path)}") from None
+            raise ValueError(f"cannot read {path} as NIfTI: {error_reason(err, path)}") from None
     try:
         data = np.asarray(image.dataobj if raw is None else raw, dtype=np.float32)
     except Exception as err:  # noqa: BLE001
@@ -153,31 +154,18 @@ def anti_alias_sigma(old_spacing: Sequence[float], new_spacing: Sequence[float])
     Raises:
         ValueError: spacings that are not three positive finite numbers.
     """
-    old = np.asarray(old_spacing, dtype=np.float64).reshape(-1)
-    new = np.asarray(new_spacing, dtype=np.float64).reshape(-1)
-    for name, arr in (("old_spacing", old), ("new_spacing", new)):
-        if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-            raise ValueError(f"{name} must be three positive numbers, got {arr.tolist()!r}")
-    ratio = new / old
-    return np.where(ratio > 1.0 + _COARSER_EPS, 0.5 * np.sqrt(np.maximum(ratio**2 - 1.0, 0.0)), 0.0)
+    ratio = three_positive("new_spacing", new_spacing) / three_positive("old_spacing", old_spacing)
+    return np.where(ratio > 1.0 + _COARSER_EPS, antialias_sigma(ratio), 0.0)
 
 
-def _coarser_axes(in_grid: Grid, out_grid: Grid) -> list[int]:
-    """Voxel axes along which ``out_grid`` (same directions as ``in_grid``) is coarser: downsampled."""
-    return [int(a) for a in np.flatnonzero(anti_alias_sigma(in_grid.spacing, out_grid.spacing) > 0)]
-
-
-def _anti_alias(data: np.ndarray, in_grid: Grid, out_grid: Grid) -> np.ndarray:
-    """``data`` smoothed along its downsampled axes (:func:`anti_alias_sigma`); ``data`` itself if none.
+def _anti_alias(data: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """``data`` smoothed along the axes where ``sigma`` (:func:`anti_alias_sigma`, voxels) is positive.
 
     Edges are mirrored (``scipy.ndimage`` mode ``"reflect"``, ITK's zero-flux Neumann condition), so a
     constant stays constant; a ramp is kept in the interior but bends within a few sigma of the edges.
     """
     from scipy import ndimage
 
-    sigma = anti_alias_sigma(in_grid.spacing, out_grid.spacing)
-    if not np.any(sigma > 0):
-        return data
     out = np.asarray(data, dtype=np.float64)
     for a in np.flatnonzero(sigma > 0):
         out = ndimage.gaussian_filter1d(out, float(sigma[a]), axis=int(a), mode="reflect", truncate=_TRUNCATE)
@@ -372,11 +360,9 @@ def _check_fusion_samples(shape: Sequence[int], axes: Sequence[int]) -> None:
                              f"upsampled; the input has {int(shape[a])}")
 
 
-def _fusion_axes(in_grid: Grid, out_grid: Grid) -> list[int]:
-    """Upsampled voxel axes, on which :func:`fusion_weight` validates (checked to have 3 samples each)."""
-    axes = [a for a, f in enumerate(_upsampling_factors(in_grid, out_grid)) if f > 1.0 + UPSAMPLED_EPS]
-    _check_fusion_samples(in_grid.shape, axes)
-    return axes
+def _upsampled_axes(in_grid: Grid, out_grid: Grid) -> list[int]:
+    """Upsampled voxel axes, on which :func:`fusion_weight` validates."""
+    return [a for a, f in enumerate(_upsampling_factors(in_grid, out_grid)) if f > 1.0 + UPSAMPLED_EPS]
 
 
 def fusion_weight(
@@ -543,10 +529,11 @@ def resample_volume(
     in_grid = grid_from_image(image)
     out_grid = resampled_grid(in_grid, spacing=spacing, factor=factor, axis=axis)
     model = _prepare_prior(key, prior, in_grid, out_grid, device, notify)
-    coarser = _coarser_axes(in_grid, out_grid)
+    sigma = anti_alias_sigma(in_grid.spacing, out_grid.spacing)
+    coarser = [int(a) for a in np.flatnonzero(sigma > 0)]  # the downsampled voxel axes
     if coarser and key in ("linear", "bspline"):
         if anti_alias:  # anti_alias=False: point sampling asked for, no note
-            data = _anti_alias(data, in_grid, out_grid)
+            data = _anti_alias(data, sigma)
     elif coarser:
         what = {"inr": "the fitted INR is", "prior": "the prior is", "prior+inr": "the prior and the INR are"}
         notify(f"downsampling along axis {', '.join(map(str, coarser))} without anti-aliasing: {what[key]} "
@@ -578,7 +565,7 @@ def _prepare_prior(
 
     model = _load_prior(prior, device)
     if key == "prior+inr":
-        _fusion_axes(in_grid, out_grid)
+        _check_fusion_samples(in_grid.shape, _upsampled_axes(in_grid, out_grid))
     name = f"prior {prior}" if isinstance(prior, (str, Path)) else "the prior"
     message = prior_domain_warning(getattr(model, "train_config", {}), in_grid.spacing,
                                    _upsampling_factors(in_grid, out_grid), name=name)
@@ -615,7 +602,7 @@ def _resample_on_grid(
         return _baseline(data, in_grid, out_grid, order=3)
     if key == "prior":
         return _prior_on_grid(prior, data, in_grid, out_grid)
-    axes = _fusion_axes(in_grid, out_grid) if key == "prior+inr" else []  # checked before the fit
+    axes = _upsampled_axes(in_grid, out_grid) if key == "prior+inr" else []  # 3 samples each: checked before the fit
     fitted = fit_inr(image, inr=inr, iterations=iterations, device=device, seed=seed, progress=progress, **inr_options)
     values = _inr_on_grid(fitted, out_grid)
     if key == "inr":

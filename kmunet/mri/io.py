@@ -531,14 +531,14 @@ def load_slice(path: str | Path, slice_index: int | None = None, slice_optional:
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found")
     if _is_nifti(path):
-        from kmunet.checks import first_line, strip_path
+        from kmunet.checks import error_reason
         from kmunet.data.io import read_nifti
 
         try:
             nii, raw = read_nifti(path)  # a .nii.gz is read to its end: its gzip CRC is checked
             arr = np.asarray(raw, dtype=np.float64)
         except Exception as err:  # nibabel raises several types on corrupt files
-            reason = strip_path(first_line(err), path)
+            reason = error_reason(err, path)
             raise ValueError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {reason})") from None
         affine = np.asarray(nii.affine, dtype=float)
     elif path.suffix.lower() == ".npy":
