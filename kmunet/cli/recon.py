@@ -99,8 +99,12 @@ def _check_paths(args: argparse.Namespace) -> None:
                 raise ValueError(f"{oflag} {ovalue} is the same file as {iflag} {ivalue}; it would be overwritten")
 
 
-def _check_options(args: argparse.Namespace) -> None:
-    """Validate option values and refuse options that do not apply to ``--method`` (before any work)."""
+def _check_options(args: argparse.Namespace) -> str:
+    """Validate option values and refuse options that do not apply to ``--method`` (before any work).
+
+    Returns:
+        The INR to use (``--inr``, default ``siren``).
+    """
     for flag, methods in OPTION_METHODS.items():
         if getattr(args, flag[2:].replace("-", "_")) is not None and args.method not in methods:
             raise ValueError(f"{flag} applies to --method {' / '.join(methods)}, not {args.method}")
@@ -117,6 +121,7 @@ def _check_options(args: argparse.Namespace) -> None:
         check_positive("--lam", args.lam)
     if args.tv_weight is not None:
         check_real("--tv-weight", args.tv_weight, low=0.0)
+    return inr
 
 
 def _load_reference(path: str, slice_index: int | None, shape: tuple[int, int]) -> np.ndarray:
@@ -200,8 +205,7 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_json:
         check_output_file(args.metrics_json)
     _check_paths(args)
-    _check_options(args)
-    inr = args.inr or "siren"
+    inr = _check_options(args)
 
     data = simulate_kspace(args.image, args.slice) if args.image else load_kspace(args.kspace, args.slice)
     if args.dc_mu is not None and data.num_coils == 1:
@@ -210,8 +214,7 @@ def run(args: argparse.Namespace) -> int:
     reference = None
     normalised = False
     if args.reference is not None:
-        ref_slice = args.slice if args.slice is not None else data.slice_index
-        reference = _load_reference(args.reference, ref_slice, data.shape)
+        reference = _load_reference(args.reference, data.slice_index, data.shape)  # --slice, or the image's own
         normalised = True  # external references have their own intensity scale: least-squares fit to it
     retrospective = not data.is_undersampled
     if retrospective:

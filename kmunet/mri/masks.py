@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from kmunet.checks import is_integer
 from kmunet.mri import MASK_KINDS
 
 
@@ -109,7 +110,7 @@ def poisson_seeds(seed: int, retries: int = POISSON_SEED_RETRIES) -> list[int]:
     Raises:
         ValueError: ``seed`` not an integer in ``[0, 2**32)`` (what sigpy's seeding accepts).
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
+    if not is_integer(seed) or not 0 <= int(seed) < 2**32:
         raise ValueError(f"Poisson mask seed must be an integer in [0, 2**32), got {seed!r}")
     seed = int(seed)
     return [seed] + [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(1, retries + 1)]
