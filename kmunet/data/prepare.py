@@ -739,21 +739,16 @@ def prepare_drive(source: str | Path, out_dir: str | Path | None = None, split: 
 
 def _flat_drive_files(src: Path, split: str) -> dict[str, list[Path]]:
     """The flat DRIVE files of ``split`` in ``src``, by destination sub-folder (empty: none)."""
-    files = raster_files(src)
-    images = [p for p in files if (m := _DRIVE_NAME.match(_stem(p))) and m.group(2).lower() == split]
-    if not images:
-        return {}
-    ids = {_stem(p).split("_")[0] for p in images}
-    manual = [p for p in files if re.fullmatch(r"(\d+)_manual1", _stem(p), re.I) and _stem(p).split("_")[0] in ids]
-    masks = [p for p in files if re.fullmatch(rf"(\d+)_{split}_mask", _stem(p), re.I)
-             and _stem(p).split("_")[0] in ids]
-    return {"images": images, "1st_manual": manual, "mask": masks}
-
-
-def _stem(p: Path) -> str:
     from kmunet.data.io import path_stem
 
-    return path_stem(p)
+    stems = {p: path_stem(p) for p in raster_files(src)}
+    images = [p for p, s in stems.items() if (m := _DRIVE_NAME.match(s)) and m.group(2).lower() == split]
+    if not images:
+        return {}
+    ids = {stems[p].split("_")[0] for p in images}
+    manual = [p for p, s in stems.items() if re.fullmatch(r"(\d+)_manual1", s, re.I) and s.split("_")[0] in ids]
+    masks = [p for p, s in stems.items() if re.fullmatch(rf"(\d+)_{split}_mask", s, re.I) and s.split("_")[0] in ids]
+    return {"images": images, "1st_manual": manual, "mask": masks}
 
 
 def _no_drive_files_error(src: Path, split: str, shown: str) -> ValueError:
@@ -807,9 +802,7 @@ def _publish_converted(stage: Path, names: list[str], targets: list[Path], overw
     try:
         for name, target in zip(names, targets):
             earlier = None
-            if target.exists() or target.is_symlink():
-                if not overwrite:
-                    _refuse_existing_outputs([target])
+            if target.exists() or target.is_symlink():  # only with overwrite: refused above otherwise
                 aside.mkdir(exist_ok=True)
                 earlier = aside / name
                 target.replace(earlier)
@@ -913,7 +906,7 @@ def convert_dicom_folder(src_dir: str | Path, out_dir: str | Path, overwrite: bo
     """
     import SimpleITK as sitk
 
-    from kmunet.data.io import itk_warnings_off
+    from kmunet.data.io import itk_warnings_off, read_series
 
     src, out = Path(src_dir), Path(out_dir)
     if not src.is_dir():
@@ -931,9 +924,7 @@ def convert_dicom_folder(src_dir: str | Path, out_dir: str | Path, overwrite: bo
     with _staging(out, "dicom_to_nifti") as stage, itk_warnings_off():
         for s in plan:
             try:
-                reader = sitk.ImageSeriesReader()
-                reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(s.folder), s.series_id))
-                image = reader.Execute()
+                image = read_series(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(s.folder), s.series_id))
                 sitk.WriteImage(image, str(stage / f"{s.name}.nii.gz"))
             except RuntimeError as err:
                 raise ValueError(f"{s.folder}: cannot convert DICOM series {s.series_id} "
