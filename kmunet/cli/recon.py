@@ -155,8 +155,8 @@ def _load_reference(path: str, slice_index: int | None, shape: tuple[int, int]) 
     return ref
 
 
-def _sensitivities(data: KSpaceData, mask: np.ndarray, retrospective: bool, center_fraction: float) -> np.ndarray:
-    """Coil sensitivities of the masked k-space.
+def _check_calibration(data: KSpaceData, mask: np.ndarray, retrospective: bool, center_fraction: float) -> None:
+    """Refuse multi-coil k-space whose masked centre cannot give coil sensitivities, before any fitting.
 
     Args:
         data: the input slice.
@@ -165,19 +165,14 @@ def _sensitivities(data: KSpaceData, mask: np.ndarray, retrospective: bool, cent
         center_fraction: ``--center-fraction`` (for the hint).
 
     Raises:
-        ValueError: the estimation failed (the message names the file and, where it helps, the flag).
+        ValueError: no fully sampled centre (the message names the file and, where it helps, the flag).
     """
-    from kmunet.mri.coils import calibration_size, estimate_sensitivities
+    from kmunet.mri.coils import calibration_size
 
-    masked = data.kspace * mask
-    try:
-        return estimate_sensitivities(masked)
-    except ValueError as err:
-        hint = ""
-        if data.num_coils > 1 and min(calibration_size(masked)) < 1:
-            hint = (f"; multi-coil data needs a sampled centre: use --center-fraction > 0 (got {center_fraction:g})"
-                    if retrospective else "; the file's own sampling has no fully sampled centre")
-        raise ValueError(f"{data.source}: {err}{hint}") from None
+    if data.num_coils > 1 and min(calibration_size(data.kspace * mask)) < 1:
+        hint = (f"multi-coil data needs a sampled centre: use --center-fraction > 0 (got {center_fraction:g})"
+                if retrospective else "the file's own sampling has no fully sampled centre")
+        raise ValueError(f"{data.source}: k-space centre is not sampled: cannot estimate coil sensitivities; {hint}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -187,7 +182,6 @@ def run(args: argparse.Namespace) -> int:
     reconstruction; the output files are written atomically.
     """
     import json
-    import time
 
     import numpy as np
 
@@ -227,14 +221,16 @@ def run(args: argparse.Namespace) -> int:
         mask = data.mask
         mask_info = {"kind": "from data", "sampled_fraction": float(mask.mean())}
         print(f"input is undersampled ({mask.mean():.1%} of k-space sampled): using its own mask")
-    t0 = time.perf_counter()
-    sens = _sensitivities(data, mask, retrospective, args.center_fraction)
-    sens_seconds = time.perf_counter() - t0
-    result = reconstruct(data, mask, method=args.method, inr=inr, iterations=args.iterations, lam=args.lam,
-                         tv_weight=args.tv_weight, sens=sens, device=args.device, seed=args.seed,
-                         progress=not args.no_progress, omega_0=args.omega_0,
-                         **({} if args.dc_mu is None else {"dc_mu": args.dc_mu}))
-    seconds = sens_seconds + result.seconds  # the maps were estimated here, outside reconstruct's clock
+    _check_calibration(data, mask, retrospective, args.center_fraction)
+    try:
+        result = reconstruct(data, mask, method=args.method, inr=inr, iterations=args.iterations, lam=args.lam,
+                             tv_weight=args.tv_weight, device=args.device, seed=args.seed,
+                             progress=not args.no_progress, omega_0=args.omega_0,
+                             **({} if args.dc_mu is None else {"dc_mu": args.dc_mu}))
+    except ValueError as err:  # e.g. all-zero k-space: name the input
+        raise ValueError(f"{data.source}: {err}") from None
+    seconds = result.seconds  # includes the coil sensitivities, estimated inside reconstruct
+    sens_seconds = result.info["seconds_sensitivities"]
     magnitude = result.magnitude
     metrics = None
     if reference is not None:
@@ -256,9 +252,10 @@ def run(args: argparse.Namespace) -> int:
     if metrics is not None:
         print("  " + "  ".join(f"{k.upper()} {v:.4g}" for k, v in metrics.items()))
     if args.metrics_json:
-        info = {k: v for k, v in result.info.items() if isinstance(v, (int, float, str, list, bool)) and k != "seconds"}
+        info = {k: v for k, v in result.info.items() if isinstance(v, (int, float, str, list, bool))
+                and k not in ("seconds", "seconds_sensitivities")}
         payload = {"method": args.method, "seconds": seconds, "seconds_sensitivities": sens_seconds,
-                   "seconds_reconstruction": result.seconds, "metrics": metrics,
+                   "seconds_reconstruction": seconds - sens_seconds, "metrics": metrics,
                    "reference": args.reference or ("fully sampled" if metrics is not None else None),
                    "reference_scaled": normalised, "mask": mask_info, "source": data.source,
                    "slice": data.slice_index, "info": info}

@@ -227,15 +227,15 @@ def test_error_messages_name_the_file_and_flag(tmp_path: Path, capfd: pytest.Cap
 
 # 9 ---------------------------------------------------------------------------------------------------
 def test_seconds_include_the_sensitivity_estimation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import kmunet.mri.coils
+    import kmunet.mri.recon
 
-    original = kmunet.mri.coils.estimate_sensitivities
+    original = kmunet.mri.recon.estimate_sensitivities
 
     def slow(*args: object, **kwargs: object) -> np.ndarray:
         time.sleep(0.3)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(kmunet.mri.coils, "estimate_sensitivities", slow)
+    monkeypatch.setattr(kmunet.mri.recon, "estimate_sensitivities", slow)
     np.save(tmp_path / "k.npy", _multicoil())
     rc, m = _recon(tmp_path, "--kspace", str(tmp_path / "k.npy"), "--center-fraction", "0.3", *FAST)
     assert rc == 0 and m["seconds_sensitivities"] >= 0.3 and m["seconds"] >= m["seconds_sensitivities"] + 0.0
