@@ -29,8 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--save-probabilities", action="store_true", help="also write softmax maps as NIfTI")
     parser.add_argument("--png", action="store_true", help="also write contour overlays as PNG (<case>.png: the three mid-planes of a volume; "
                              "<case>_overlay.png beside the PNG mask of a 2D image)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("--allow-output-in-input", action="store_true", help="permit --output inside --input")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing outputs (without it a case whose outputs exist is kept, or fails "
+                             "when the earlier report says another input made them); a failed redo keeps the "
+                             "earlier outputs")
+    parser.add_argument("--allow-output-in-input", action="store_true",
+                        help="permit --output inside --input (a case whose output would be an input file, or "
+                             "that another case would also write, still fails)")
     parser.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass (default: training's)")
     parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: training's)")
     parser.add_argument("--tta", action="store_true",

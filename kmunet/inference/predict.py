@@ -9,7 +9,8 @@ Pipeline for each case (one at a time, so memory stays bounded by the largest ca
 3. ``monai.inferers.sliding_window_inference`` with the training patch size, softmax (averaged over
    mirror images with ``tta=True``: :func:`kmunet.inference.tta.sliding_window_probabilities`);
 4. ``monai.transforms.Invertd`` maps the probabilities back to the input grid, argmax gives the
-   ``uint8`` label mask, written atomically with the input's geometry.
+   ``uint8`` label mask, written with the input's geometry. All outputs of a case are written to
+   temporary files and renamed into place together once every one of them is complete.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) each process takes every ``WORLD_SIZE``-th case and writes its
 own ``predict_report.rank<R>.json``/``.csv``; rank 0 then merges them into ``predict_report.json``/``.csv``
@@ -18,6 +19,7 @@ own ``predict_report.rank<R>.json``/``.csv``; rank 0 then merges them into ``pre
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -35,7 +37,7 @@ import torch
 from kmunet.data.validation import domain_warning
 from kmunet.inference.cases import Case, LoadedImage, discover_cases, load_case
 from kmunet.runtime import resolve_device
-from kmunet.inference.writers import write_like_input, write_overlay_png, write_text_atomic
+from kmunet.inference.writers import staged_outputs, write_like_input, write_overlay_png, write_text_atomic
 
 #: Default checkpoint: relative to the working directory, else to the kmunet source tree (see
 #: :func:`resolve_checkpoint`).
@@ -57,11 +59,14 @@ class CaseResult:
 
     Attributes:
         case: output stem.
-        input: input file (NIfTI) or the folder of the DICOM series.
-        output: written mask (NIfTI or DICOM-SEG), ``""`` when none (a failed ``overwrite`` redo names the
-            earlier mask it left in place, and keeps that mask's shape, volumes and ``made_with``).
-        status: ``"ok"``, ``"failed"`` or ``"exists"`` (output present, ``overwrite`` not set).
-        error: one-line reason when failed.
+        input: input file (NIfTI) or the folder of the DICOM series, as an absolute path with symlinks
+            resolved (so a report reads the same from any working directory).
+        output: written mask (NIfTI or DICOM-SEG; absolute), ``""`` when none (a failed ``overwrite`` redo
+            names the earlier mask it left in place, and keeps that mask's shape, volumes and ``made_with``).
+        status: ``"ok"``, ``"failed"`` or ``"exists"`` (output present, made from this same input as far as
+            the earlier report knows, ``overwrite`` not set).
+        error: one-line reason when failed (including a refused case: an output that would overwrite an
+            input file, that two cases would both write, or that an earlier run made from another input).
         shape: input spatial shape.
         spacing: input voxel size in mm.
         volumes_mm3: predicted volume per class name (background excluded).
@@ -98,8 +103,8 @@ class PredictReport:
     """Result of :func:`predict_folder`.
 
     Attributes:
-        input: the input path.
-        output_dir: the output folder.
+        input: the input path (absolute).
+        output_dir: the output folder (absolute).
         checkpoint: checkpoint used (the first member of an ensemble, all of them in
             ``settings["checkpoints"]``; ``""`` for an injected predictor).
         cases: one result per case handled by this process.
@@ -108,6 +113,10 @@ class PredictReport:
         report_json: path of the JSON report.
         report_csv: path of the CSV report.
         settings: how the masks were made (kmunet version, device, sliding window, TTA, format).
+
+    ``predict_report.json`` also records ``cwd``, the working directory of the run (all its paths are
+    absolute; reports of earlier kmunet versions held relative ones, read against that ``cwd`` or, when
+    absent, the output folder's parent).
     """
 
     input: str
@@ -334,35 +343,88 @@ def _differences(made_with: Mapping[str, Any], now: Mapping[str, Any], dicom: bo
             if made_with[k] != now.get(k)]
 
 
+#: Path fields of a report row (stored absolute; relative in reports of earlier kmunet versions).
+_PATH_FIELDS: tuple[str, ...] = ("input", "output", "probabilities", "png")
+
+
+def _path_key(path: str | Path) -> str:
+    """A comparable form of ``path``: absolute, symlinks resolved, case-normalised where the OS is."""
+    return os.path.normcase(str(Path(path).resolve()))
+
+
+def _identity(row: Mapping[str, Any]) -> tuple[str, str]:
+    """What a report row was made from: its input (path key) and DICOM series UID."""
+    return (_path_key(row["input"]) if row.get("input") else "", str(row.get("series_uid") or ""))
+
+
+def _read_earlier_report(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+    """The case rows and mask settings of the ``predict_report.json`` in ``out``, None if absent or unreadable.
+
+    Path fields are returned absolute. Reports of earlier kmunet versions stored them as given on the
+    command line (relative to the working directory of that run); they are resolved against the
+    report's ``cwd`` when it has one, else against the parent of the output folder (a run started
+    beside it, as in ``kmunet predict --input scans --output masks``).
+    """
+    try:
+        data = json.loads((out / "predict_report.json").read_text(encoding="utf-8"))
+        rows = [dict(c) for c in data["cases"] if isinstance(c, dict) and "case" in c]
+        settings = mask_settings(data.get("settings") or {})
+        cwd = data.get("cwd")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    base = Path(cwd) if isinstance(cwd, str) and Path(cwd).is_absolute() else out.resolve().parent
+    for row in rows:
+        row["case"] = str(row["case"])
+        for key in _PATH_FIELDS:
+            value = row.get(key)
+            if isinstance(value, str) and value:
+                row[key] = str((base / value).resolve())  # an absolute value stays itself
+            elif key in row:
+                row[key] = ""  # a damaged entry names no file
+    return rows, settings
+
+
+def _earlier_owners(out: Path) -> dict[str, dict[str, Any]]:
+    """Path key of every output an earlier report in ``out`` lists -> the row that made it."""
+    earlier = _read_earlier_report(out)
+    owners: dict[str, dict[str, Any]] = {}
+    for row in earlier[0] if earlier else []:
+        for key in ("output", "probabilities", "png"):
+            if isinstance(row.get(key), str) and row[key] and row.get("input"):
+                owners[_path_key(row[key])] = row
+    return owners
+
+
 def _carry_over(report: PredictReport, out: Path, emit: Callable[[str], None]) -> list[CaseResult]:
     """Keep what an earlier ``predict_report.json`` in ``out`` says about cases this run did not redo.
 
     A case of this run that was skipped because its output exists gets the earlier run's shape,
     spacing, volumes and ``made_with`` (with a ``note``, also emitted, when those settings differ from
-    this run's); a case of the earlier report that this run did not see at all (another input) is
-    returned (unchanged) while its mask is still there. So re-running into a folder (a new scan added,
-    a failed one retried) leaves one report describing every mask in it, each with the settings it was
-    made with.
+    this run's); an earlier case this run did not see (another input, or the same name made from
+    another input) is returned (unchanged) while its mask is still there and this run did not write
+    over it. So re-running into a folder (a new scan added, a failed one retried) leaves one report
+    describing every mask in it, each with the settings it was made with.
 
     Returns:
         The earlier cases to add to the written report (``report.cases`` itself stays this run's).
     """
-    path = out / "predict_report.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        earlier = {str(c["case"]): c for c in data["cases"] if isinstance(c, dict) and "case" in c}
-        earlier_settings = mask_settings(data.get("settings") or {})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    earlier = _read_earlier_report(out)
+    if earlier is None:
         return []
+    rows, earlier_settings = earlier
     fields = set(CaseResult.__dataclass_fields__)
     now = mask_settings(report.settings)
-    seen = set()
+    matched: set[int] = set()
     for res in report.cases:
-        seen.add(res.case)
-        old = earlier.get(res.case)
+        mine = _identity({"input": res.input, "series_uid": res.series_uid})
+        index = next((i for i, row in enumerate(rows) if row["case"] == res.case and _identity(row) == mine), None)
+        if index is None:
+            continue
+        matched.add(index)  # this run's row replaces it
+        old = rows[index]
         # The mask in the folder is the earlier run's: this run kept it, or failed to redo it (overwrite).
         kept = res.status == "exists" or (res.status == "failed" and bool(res.note))
-        if not (kept and old and old.get("output") and Path(old["output"]).exists() and old.get("input") == res.input):
+        if not (kept and old.get("output") and Path(old["output"]).exists()):
             continue
         for key in ("shape", "spacing", "volumes_mm3", "probabilities", "png", "output", "warning"):
             if key in old:
@@ -376,9 +438,20 @@ def _carry_over(report: PredictReport, out: Path, emit: Callable[[str], None]) -
         if diff and res.status == "exists":
             res.note = "kept from an earlier run with other settings: " + "; ".join(diff)
             emit(f"note: {res.output or res.case}: {res.note} (use --overwrite to redo it)")
-    return [CaseResult(**{"made_with": earlier_settings, **{k: v for k, v in old.items() if k in fields}})
-            for name, old in earlier.items()
-            if name not in seen and old.get("output") and Path(old["output"]).exists()]
+    # Files this run wrote (or kept as its own): an earlier row naming one of them no longer describes it.
+    claimed = {_path_key(p) for res in report.cases if res.status in ("ok", "exists")
+               for p in (res.output, res.probabilities, res.png) if p}
+    carried = []
+    for i, old in enumerate(rows):
+        output = old.get("output")
+        if i in matched or not output or not Path(output).exists() or _path_key(output) in claimed:
+            continue
+        row = {"made_with": earlier_settings, **{k: v for k, v in old.items() if k in fields}}
+        for key in ("probabilities", "png"):  # an extra output since written over by another case
+            if row.get(key) and _path_key(row[key]) in claimed:
+                row[key] = ""
+        carried.append(CaseResult(**row))
+    return carried
 
 
 def _write_reports(report: PredictReport, out: Path, suffix: str, emit: Callable[[str], None]) -> None:
@@ -386,7 +459,8 @@ def _write_reports(report: PredictReport, out: Path, suffix: str, emit: Callable
     full = replace(report, cases=report.cases + carried)
     report.report_json = str(out / f"predict_report{suffix}.json")
     report.report_csv = str(out / f"predict_report{suffix}.csv")
-    write_text_atomic(report.report_json, json.dumps({**full.to_dict(), "n_from_earlier_runs": len(carried)}, indent=2) + "\n")
+    data = {**full.to_dict(), "cwd": os.getcwd(), "n_from_earlier_runs": len(carried)}
+    write_text_atomic(report.report_json, json.dumps(data, indent=2) + "\n")
     names = sorted({k for c in full.cases for k in c.volumes_mm3})
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -399,6 +473,175 @@ def _write_reports(report: PredictReport, out: Path, suffix: str, emit: Callable
     for f, r in report.skipped:
         writer.writerow(["", f, "", "skipped", r, "", "", "", "", "", ""] + [""] * len(names))
     write_text_atomic(report.report_csv, buf.getvalue())
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The outputs a case will write: its mask and, when asked for, probabilities and overlay."""
+
+    mask: Path
+    probabilities: Path | None = None
+    overlay: Path | None = None
+
+    @property
+    def named(self) -> list[tuple[str, Path]]:
+        """``(role, path)`` of every planned output, the mask first."""
+        found = [("mask", self.mask), ("probability map", self.probabilities), ("--png overlay", self.overlay)]
+        return [(role, path) for role, path in found if path is not None]
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every planned output, the mask first."""
+        return [path for _, path in self.named]
+
+
+def _plan_outputs(case: Case, out: Path, fmt: str, save_probabilities: bool, png: bool) -> _Plan:
+    """Where ``case``'s outputs go (``<case>.nii.gz`` / ``<case>_seg.dcm`` / ``<case>.png`` and the extras)."""
+    as_seg = fmt == "dicom-seg" and case.kind == "dicom"
+    mask = out / (f"{case.name}_seg.dcm" if as_seg else f"{case.name}.png" if case.kind == "raster"
+                  else f"{case.name}.nii.gz")
+    # A raster case's mask is <case>.png already, so its overlay gets another name.
+    overlay = out / (f"{case.name}_overlay.png" if case.kind == "raster" else f"{case.name}.png")
+    return _Plan(mask, out / f"{case.name}_probabilities.nii.gz" if save_probabilities else None,
+                 overlay if png else None)
+
+
+def _input_files(case: Case) -> list[Path]:
+    """The files ``case`` is read from (a DICOM series' slices, else its one file)."""
+    return list(case.files) if case.files else [Path(case.path)]
+
+
+def _refused_cases(cases: Sequence[Case], plans: Mapping[str, _Plan]) -> dict[str, str]:
+    """Case name -> why it must not be written, for cases whose planned outputs are unsafe.
+
+    Checked over every case found (all ranks alike), before anything is written:
+
+    * an output that is an input file of this run (the same path once symlinks are resolved, or an
+      existing file that is the same file), e.g. with the output folder equal to the input folder;
+    * an output path planned by two cases (compared case-insensitively, as case names are made
+      unique), e.g. the mask of a scan named ``x_probabilities`` and the probability map of ``x``.
+
+    Every case involved gets one reason (the first found).
+    """
+    inputs: dict[str, tuple[Case, Path]] = {}
+    inodes: dict[tuple[int, int], tuple[Case, Path]] = {}
+    for case in cases:
+        for f in _input_files(case):
+            inputs[_path_key(f)] = (case, f)
+            with contextlib.suppress(OSError):
+                st = f.stat()
+                inodes[(st.st_dev, st.st_ino)] = (case, f)
+    refused: dict[str, str] = {}
+    planned: dict[str, list[tuple[Case, str, Path]]] = {}
+    for case in cases:
+        for role, path in plans[case.name].named:
+            key = _path_key(path)
+            hit = inputs.get(key)
+            if hit is None:
+                with contextlib.suppress(OSError):
+                    st = path.stat()
+                    hit = inodes.get((st.st_dev, st.st_ino))
+            if hit is not None and case.name not in refused:
+                whose = "its own input" if hit[0].name == case.name else f"an input of case {hit[0].name}"
+                refused[case.name] = (f"its {role} {path.name} would overwrite {whose}, {hit[1]}; "
+                                      "write the outputs to another folder")
+            planned.setdefault(key.lower(), []).append((case, role, path))
+    for group in planned.values():
+        if len({c.name for c, _, _ in group}) < 2:
+            continue
+        for case, role, path in group:
+            other, other_role, _ = next(g for g in group if g[0].name != case.name)
+            refused.setdefault(case.name, f"its {role} {path.name} would also be the {other_role} of case "
+                                          f"{other.name} ({other.path}); rename one of the inputs")
+    return refused
+
+
+def _predict_case(case: Case, plan: _Plan, refused: str, owners: Mapping[str, Mapping[str, Any]], *, overwrite: bool,
+                  fmt: str, dims: int, chans: int, loaded: LoadedModel, params: Mapping[str, Any], dev: torch.device,
+                  sw: int, ov: float, transforms: Any, mirror_axes: Sequence[int], report: PredictReport,
+                  emit: Callable[[str], None]) -> CaseResult:
+    """Segment one case and write its outputs all at once (see :func:`predict_folder`).
+
+    Every output is written to a temporary file first and all are renamed into place at the end, so
+    an earlier complete set stays until the new one is complete, and a failure (or Ctrl-C, which
+    propagates) leaves none of the new files.
+    """
+    start = time.perf_counter()
+    res = CaseResult(case=case.name, input=str(Path(case.path).resolve()), series_uid=case.series_uid)
+    if refused:
+        res.error = refused
+        emit(f"error: {case.path}: {res.error}")
+        return res
+    target, wanted = plan.mask, plan.paths
+    try:
+        if fmt == "dicom-seg" and case.kind != "dicom":
+            emit(f"note: {case.path}: DICOM-SEG needs a DICOM series input; writing "
+                 f"{'a PNG' if case.kind == 'raster' else 'NIfTI'}")
+        present = [w for w in wanted if w.exists()]
+        if present and not overwrite:
+            mine = _identity({"input": res.input, "series_uid": res.series_uid})
+            foreign = [(w, owners[k]) for w in present if (k := _path_key(w)) in owners and _identity(owners[k]) != mine]
+            if foreign:  # e.g. in/b/img.nii.gz made img.nii.gz; now in/a/img.nii.gz is case img
+                w, old = foreign[0]
+                uid = f" (series {old['series_uid']})" if old.get("series_uid") else ""
+                res.error = (f"output {w.name} exists but was made from another input, {old['input']}{uid} "
+                             f"(per predict_report.json), not from {res.input}; move it away, or use --overwrite "
+                             "to replace it")
+                emit(f"error: {case.path}: {res.error}")
+                return res
+            res.status, res.output = "exists", str(target) if target.exists() else ""
+            res.error = f"output exists: {present[0].name} (use --overwrite to replace it)"
+            emit(f"skip: {present[0]}: output exists (use --overwrite)")
+            return res
+        image = load_case(case, dims, chans)
+        zooms = np.sqrt((image.affine[:3, :3] ** 2).sum(0))[: len(image.spatial_shape)]  # 2D: two axes
+        res.shape = [int(s) for s in image.spatial_shape]
+        res.spacing = [float(z) for z in zooms]
+        res.warning = "; ".join(filter(None, [*_input_warnings(image),
+                                               domain_warning(loaded.data_summary, res.spacing, res.shape)]))
+        if res.warning:
+            emit(f"warning: {case.path}: {res.warning}")
+        mask, probs = predict_image(image, loaded.predictor, params, device=dev, sw_batch_size=sw,
+                                    overlap=ov, transforms=transforms, mirror_axes=mirror_axes)
+        names = loaded.class_names or [f"class_{k}" for k in range(probs.shape[0])]
+        voxel = float(abs(np.linalg.det(image.affine[:3, :3])))
+        res.volumes_mm3 = {
+            (names[k] if k < len(names) else f"class_{k}"): float((mask == k).sum() * voxel)
+            for k in range(1, probs.shape[0])
+        }
+        with staged_outputs() as stage:
+            # Renamed in this order at the end: the mask last, so a mask in the folder means a complete set.
+            tmp_probs = stage.temp(plan.probabilities) if plan.probabilities is not None else None
+            tmp_overlay = stage.temp(plan.overlay) if plan.overlay is not None else None
+            tmp_mask = stage.temp(target)
+            if fmt == "dicom-seg" and case.kind == "dicom":
+                from kmunet.inference.dicom_seg import write_dicom_seg
+
+                write_dicom_seg(tmp_mask, mask, case.files, names)
+            else:
+                write_like_input(tmp_mask, mask, image, np.uint8, num_classes=probs.shape[0])
+            if tmp_probs is not None:
+                write_like_input(tmp_probs, np.moveaxis(probs, 0, -1), image, np.float32)
+            if tmp_overlay is not None:
+                rgb = case.kind == "raster" and image.array.shape[0] == 3
+                shown = np.moveaxis(image.array, 0, -1) if rgb else image.array[0]  # (H, W, 3) or (*spatial)
+                write_overlay_png(tmp_overlay, shown, mask, title=case.name, spacing=res.spacing,
+                                  raster=case.kind == "raster")
+        res.output = str(target)
+        res.probabilities = str(plan.probabilities) if plan.probabilities is not None else ""
+        res.png = str(plan.overlay) if plan.overlay is not None else ""
+        res.status, res.made_with = "ok", mask_settings(report.settings)
+        del image, mask, probs
+    except Exception as err:  # noqa: BLE001 - one bad case must never take down the batch
+        res.status, res.error = "failed", _one_line(err)
+        res.output = res.probabilities = res.png = ""
+        emit(f"error: {case.path}: {res.error}")
+        left = [w.name for w in wanted if w.exists()]  # --overwrite: outputs of an earlier run are not lost
+        if left:
+            res.note = f"redoing it failed; the earlier output ({', '.join(left)}) was left in place"
+            emit(f"note: {case.name}: {res.note}")
+    res.seconds = round(time.perf_counter() - start, 4)
+    return res
 
 
 def predict_folder(
@@ -433,8 +676,14 @@ def predict_folder(
         save_probabilities: also write ``<case>_probabilities.nii.gz`` (softmax, ``(x, y, z, K)``).
         png: also write ``<case>.png`` (mask contours over the three mid-planes of a volume, or over a 2D
             image; ``<case>_overlay.png`` for PNG/TIF/GIF inputs, whose mask is ``<case>.png``).
-        overwrite: replace existing outputs (otherwise such cases get status ``"exists"``).
-        allow_output_in_input: permit ``output_dir`` inside ``input_path``.
+        overwrite: replace existing outputs (otherwise such cases get status ``"exists"``, or fail when
+            the earlier ``predict_report.json`` says another input made the output). A case's outputs are
+            all written to temporary files and renamed into place together at the end, so a failed redo
+            leaves the earlier set as it was.
+        allow_output_in_input: permit ``output_dir`` inside ``input_path``. Even then a case whose output
+            would be one of the input files (e.g. ``output_dir`` equal to the input folder) fails, as does
+            every case of an output path two cases would write (e.g. scans ``x`` and
+            ``x_probabilities`` with ``save_probabilities``); the other cases are segmented.
         predictor: inject a callable ``(B, C, *roi) -> logits`` instead of a checkpoint (tests, demos).
         preprocessing: preprocessing params for ``predictor`` (required with it).
         class_names: names for ``predictor``'s output channels (default: ``preprocessing["class_names"]``,
@@ -500,18 +749,17 @@ def predict_folder(
         mirror_axes = [int(a) for a in params["mirror_axes"]]
 
     out.mkdir(parents=True, exist_ok=True)
+    out = out_res  # every path the report stores is absolute (see CaseResult)
     dims, chans = int(params.get("spatial_dims", 3)), int(params.get("in_channels") or 1)
     all_cases, skipped = discover_cases(src, exclude=out, raster=dims == 2)
-    case_names = {c.name for c in all_cases}
-    clash = sorted(c.name for c in all_cases if png and c.kind == "raster" and f"{c.name}_overlay" in case_names)
-    if clash:
-        raise ValueError(f"{src}: the --png overlay of {clash[0]} would overwrite the mask of {clash[0]}_overlay; "
-                         "rename one of them or leave out --png")
+    plans = {c.name: _plan_outputs(c, out, fmt, save_probabilities, png) for c in all_cases}
+    refused = _refused_cases(all_cases, plans)
     cases, rank, world = _shard(all_cases)
+    owners = _earlier_owners(out)  # who made the outputs already in the folder, as the earlier report says
     from kmunet import __version__
 
-    report = PredictReport(str(src), str(out), "" if predictor is not None else str(members[0]),
-                           skipped=[(str(f), r) for f, r in skipped],
+    report = PredictReport(str(src.resolve()), str(out), "" if predictor is not None else str(members[0]),
+                           skipped=[(str(Path(f).resolve()), r) for f, r in skipped],
                            settings={"kmunet_version": __version__, "device": str(dev), "format": fmt,
                                      "sw_batch_size": sw, "overlap": ov, "tta": bool(tta),
                                      "mirror_axes": mirror_axes, "overwrite": bool(overwrite)})
@@ -522,83 +770,21 @@ def predict_folder(
         report.errors.append(msg)
         emit(f"error: {msg}")
 
-    for case in tqdm(cases, desc="predict", unit="case", disable=not progress, file=sys.stderr):
-        start = time.perf_counter()
-        res = CaseResult(case=case.name, input=str(case.path), series_uid=case.series_uid)
-        as_seg = fmt == "dicom-seg" and case.kind == "dicom"
-        target = out / (f"{case.name}_seg.dcm" if as_seg else f"{case.name}.png" if case.kind == "raster"
-                        else f"{case.name}.nii.gz")
-        # A raster case's mask is <case>.png already, so its overlay gets another name.
-        overlay = out / (f"{case.name}_overlay.png" if case.kind == "raster" else f"{case.name}.png")
-        wanted = [target]
-        wanted += [out / f"{case.name}_probabilities.nii.gz"] if save_probabilities else []
-        wanted += [overlay] if png else []
-        written: list[Path] = []
-        try:
-            if fmt == "dicom-seg" and case.kind != "dicom":
-                emit(f"note: {case.path}: DICOM-SEG needs a DICOM series input; writing "
-                     f"{'a PNG' if case.kind == 'raster' else 'NIfTI'}")
-            present = [w for w in wanted if w.exists()]
-            if present and not overwrite:
-                res.status, res.output = "exists", str(target) if target.exists() else ""
-                res.error = f"output exists: {present[0].name} (use --overwrite to replace it)"
-                emit(f"skip: {present[0]}: output exists (use --overwrite)")
-                report.cases.append(res)
-                continue
-            image = load_case(case, dims, chans)
-            zooms = np.sqrt((image.affine[:3, :3] ** 2).sum(0))[: len(image.spatial_shape)]  # 2D: two axes
-            res.shape = [int(s) for s in image.spatial_shape]
-            res.spacing = [float(z) for z in zooms]
-            res.warning = "; ".join(filter(None, [*_input_warnings(image),
-                                                   domain_warning(loaded.data_summary, res.spacing, res.shape)]))
-            if res.warning:
-                emit(f"warning: {case.path}: {res.warning}")
-            mask, probs = predict_image(image, loaded.predictor, params, device=dev, sw_batch_size=sw,
-                                        overlap=ov, transforms=transforms, mirror_axes=mirror_axes)
-            names = loaded.class_names or [f"class_{k}" for k in range(probs.shape[0])]
-            voxel = float(abs(np.linalg.det(image.affine[:3, :3])))
-            res.volumes_mm3 = {
-                (names[k] if k < len(names) else f"class_{k}"): float((mask == k).sum() * voxel)
-                for k in range(1, probs.shape[0])
-            }
-            if as_seg:
-                from kmunet.inference.dicom_seg import write_dicom_seg
+    suffix = f".rank{rank}" if world > 1 else ""
+    try:
+        for case in tqdm(cases, desc="predict", unit="case", disable=not progress, file=sys.stderr):
+            res = _predict_case(case, plans[case.name], refused.get(case.name, ""), owners, overwrite=overwrite,
+                                fmt=fmt, dims=dims, chans=chans, loaded=loaded, params=params, dev=dev, sw=sw,
+                                ov=ov, transforms=transforms, mirror_axes=mirror_axes, report=report, emit=emit)
+            report.cases.append(res)
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    except BaseException:  # Ctrl-C: the interrupted case left nothing (staged outputs); record the ones done
+        with contextlib.suppress(Exception):
+            _write_reports(report, out, suffix, emit)
+        raise
 
-                write_dicom_seg(target, mask, case.files, names)
-                written.append(target)
-            else:
-                write_like_input(target, mask, image, np.uint8, num_classes=probs.shape[0])
-                written.append(target)
-            res.output = str(target)
-            if save_probabilities:
-                ppath = out / f"{case.name}_probabilities.nii.gz"
-                write_like_input(ppath, np.moveaxis(probs, 0, -1), image, np.float32)
-                written.append(ppath)
-                res.probabilities = str(ppath)
-            if png:
-                rgb = case.kind == "raster" and image.array.shape[0] == 3
-                shown = np.moveaxis(image.array, 0, -1) if rgb else image.array[0]  # (H, W, 3) or (*spatial)
-                write_overlay_png(overlay, shown, mask, title=case.name, spacing=res.spacing, raster=case.kind == "raster")
-                written.append(overlay)
-                res.png = str(overlay)
-            res.status, res.made_with = "ok", mask_settings(report.settings)
-            del image, mask, probs
-        except Exception as err:  # noqa: BLE001 - one bad case must never take down the batch
-            res.status, res.error = "failed", _one_line(err)
-            res.output = res.probabilities = res.png = ""
-            for path in written:  # a failed case leaves none of its outputs
-                path.unlink(missing_ok=True)
-            emit(f"error: {case.path}: {res.error}")
-            left = [w.name for w in wanted if w.exists()]  # --overwrite: outputs of an earlier run are not lost
-            if left:
-                res.note = f"redoing it failed; the earlier output ({', '.join(left)}) was left in place"
-                emit(f"note: {case.name}: {res.note}")
-        res.seconds = round(time.perf_counter() - start, 4)
-        report.cases.append(res)
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
-
-    _write_reports(report, out, f".rank{rank}" if world > 1 else "", emit)
+    _write_reports(report, out, suffix, emit)
     if world > 1:
         _merge_rank_reports(report, out, rank, world, emit)
     return report

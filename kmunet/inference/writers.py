@@ -1,7 +1,9 @@
 """Atomic writers: masks and probability maps as NIfTI with the input's exact geometry, PNG overlays.
 
 Every file is written to a hidden temporary name in the destination folder and then renamed with
-``os.replace``, so a crash or an error never leaves a partial output file behind.
+``os.replace``, so a crash or an error never leaves a partial output file behind. Several files that
+belong together (a case's mask, probabilities and overlay) are staged with :func:`staged_outputs` and
+renamed together once all are written.
 """
 
 from __future__ import annotations
@@ -42,15 +44,84 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         ValueError, FileNotFoundError: see :func:`check_output_file` (before the body runs).
     """
     final = check_output_file(final)
-    name = final.name
-    suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else final.suffix
-    tmp = final.with_name(f".{name[: len(name) - len(suffix)]}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+    tmp = _temp_beside(final)
     try:
         yield tmp
         os.replace(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _temp_beside(final: Path) -> Path:
+    """A hidden, unique temporary name beside ``final`` with the same suffixes (``.nii.gz`` kept whole)."""
+    name = final.name
+    suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else final.suffix
+    return final.with_name(f".{name[: len(name) - len(suffix)]}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+class StagedOutputs:
+    """Several output files written to temporary names and renamed into place together.
+
+    :meth:`temp` hands out a hidden temporary path beside each final name; :meth:`commit` renames
+    them all (in the order they were asked for) once every one of them has been written. Until then
+    the final names are untouched, so an earlier complete set of outputs stays as it is when writing
+    the new set fails or is interrupted. Use it through :func:`staged_outputs`, which removes the
+    temporary files on any exception (``KeyboardInterrupt`` included).
+    """
+
+    def __init__(self) -> None:
+        self._pairs: list[tuple[Path, Path]] = []
+
+    def temp(self, final: str | Path) -> Path:
+        """A temporary path to write instead of ``final`` (checked with :func:`check_output_file`)."""
+        final = check_output_file(final)
+        tmp = _temp_beside(final)
+        self._pairs.append((tmp, final))
+        return tmp
+
+    def commit(self) -> list[Path]:
+        """Rename every temporary file to its final name.
+
+        Raises:
+            FileNotFoundError: a temporary file was never written (nothing is renamed then).
+            OSError: a rename failed; the files already renamed by this call are removed again, so the
+                set is never left half new (their earlier versions are lost; the others are untouched).
+        """
+        missing = [final.name for tmp, final in self._pairs if not tmp.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{missing[0]}: was not written")
+        done: list[Path] = []
+        try:
+            for tmp, final in self._pairs:
+                os.replace(tmp, final)
+                done.append(final)
+        except BaseException:
+            for final in done:
+                with contextlib.suppress(OSError):
+                    final.unlink()
+            raise
+        self._pairs = []
+        return done
+
+    def discard(self) -> None:
+        """Remove the temporary files not yet renamed."""
+        for tmp, _ in self._pairs:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        self._pairs = []
+
+
+@contextlib.contextmanager
+def staged_outputs() -> Iterator[StagedOutputs]:
+    """A :class:`StagedOutputs` committed when the body succeeds; its temporary files are removed
+    whatever happens (an exception, ``KeyboardInterrupt`` included, propagates)."""
+    stage = StagedOutputs()
+    try:
+        yield stage
+        stage.commit()
+    finally:
+        stage.discard()
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -66,8 +137,10 @@ def write_like_input(
 ) -> Path:
     """Write ``data`` (``(x, y, z)`` or ``(x, y, z, C)``) as NIfTI on the input's exact grid.
 
-    NIfTI inputs: the input header is copied (affine, sform/qform and their codes, pixdim, units);
-    only data type and scaling change. DICOM inputs: written by SimpleITK with the origin, spacing
+    NIfTI inputs: the input header is copied (sform/qform, their codes, quaternion, srow and pixdim
+    byte for byte, units); only data type, scaling and the data shape change. An input with trailing
+    singleton axes (``(x, y, z, 1)``) gets a mask of that shape; any other extra axes (a multi-channel
+    ``(x, y, z, C)`` input) a mask of the spatial shape. DICOM inputs: written by SimpleITK with the origin, spacing
     and direction of the series as read by ``ImageSeriesReader``. Raster inputs: a label image
     ``(rows, columns)`` becomes a PNG of the same size, 0 / 255 when ``num_classes == 2`` (the model
     is binary), class indices otherwise; other arrays a NIfTI on the pixel grid.
@@ -87,18 +160,20 @@ def write_like_input(
             import nibabel as nib
 
             src = reference.nifti
-            if data.shape == tuple(reference.spatial_shape) and len(src.shape) > data.ndim:
+            extra = tuple(src.shape[data.ndim:])
+            padded = bool(extra) and tuple(src.shape[: data.ndim]) == data.shape and all(n == 1 for n in extra)
+            if padded:
                 data = data.reshape(src.shape)  # an (x, y, z, 1) input gets an (x, y, z, 1) mask
+            # Any other source shape (e.g. a multi-channel (x, y, z, C) input): the array keeps its own shape.
             header = src.header.copy()
             header.set_data_dtype(dtype)
-            out = type(src)(data, None, header=header)
-            sform, scode = src.header.get_sform(coded=True)
-            qform, qcode = src.header.get_qform(coded=True)
-            out.set_sform(sform if sform is not None else src.affine, int(scode))
-            out.set_qform(qform if qform is not None else src.affine, int(qcode))
+            out = type(src)(data, None, header=header)  # affine None: nibabel keeps the header's geometry
+            _copy_geometry(src.header, out.header)
             out.header.set_slope_inter(1.0, 0.0)
-            if data.ndim > len(reference.spatial_shape):
+            if data.ndim > len(reference.spatial_shape) and not padded:
                 out.header.set_intent("vector")
+            elif out.header.get_intent()[0] == "vector":  # the mask of a vector (multi-channel) input
+                out.header.set_intent("none")
             nib.save(out, str(tmp))
         else:
             import SimpleITK as sitk
@@ -111,6 +186,21 @@ def write_like_input(
             img.CopyInformation(ref)
             sitk.WriteImage(img, str(tmp), useCompression=True)
     return path
+
+
+#: NIfTI header fields that define the grid; copied verbatim from the input's header.
+_GEOMETRY_FIELDS: tuple[str, ...] = (
+    "pixdim", "qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
+    "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z",
+)
+
+
+def _copy_geometry(src_header: Any, dst_header: Any) -> None:
+    """Copy the qform/sform codes, quaternion, offsets, srow and pixdim exactly (no recomputation from
+    an affine, which would rewrite a code-0 form or the pixdim of an sform-only file), so any reader
+    (nibabel, ITK/SimpleITK) sees the same spacing, origin and direction for the output as for the input."""
+    for key in _GEOMETRY_FIELDS:
+        dst_header[key] = src_header[key]
 
 
 def _write_raster_mask(path: Path, mask: np.ndarray, binary: bool) -> Path:
@@ -144,6 +234,15 @@ def write_overlay_png(path: str | Path, image: np.ndarray, mask: np.ndarray, tit
         return _write_overlay_2d(path, image, mask, title, spacing, raster)
     labels = [int(v) for v in np.unique(mask) if v != 0]
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    try:
+        return _draw_planes(fig, axes, path, image, mask, labels, title, spacing)
+    finally:
+        plt.close(fig)  # also when drawing or saving raises: no figure is ever leaked
+
+
+def _draw_planes(fig: Any, axes: Any, path: str | Path, image: np.ndarray, mask: np.ndarray, labels: Sequence[int],
+                 title: str, spacing: Sequence[float] | None) -> Path:
+    """The three mid-planes of :func:`write_overlay_png`, saved."""
     planes: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = [
         ("first axis, mid-plane", lambda a: a[a.shape[0] // 2, :, :]),
         ("second axis, mid-plane", lambda a: a[:, a.shape[1] // 2, :]),
@@ -172,15 +271,17 @@ def _contours(ax: Any, mask2d: np.ndarray, labels: Sequence[int]) -> None:
 
 
 def _save_figure(fig: Any, path: str | Path, title: str) -> Path:
-    """Title, lay out and atomically write ``fig`` as a PNG, then close it."""
+    """Title, lay out and atomically write ``fig`` as a PNG, then close it (also when that raises)."""
     import matplotlib.pyplot as plt
 
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(str(tmp), format="png", dpi=80)
-    plt.close(fig)
+    try:
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(str(tmp), format="png", dpi=80)
+    finally:
+        plt.close(fig)
     return Path(path)
 
 
@@ -201,8 +302,12 @@ def _write_overlay_2d(path: str | Path, image: np.ndarray, mask: np.ndarray, tit
     aspect = sp[0] / sp[1] if raster else sp[1] / sp[0]
     height = min(max(6 * mask.shape[0] * aspect / max(mask.shape[1], 1), 1.5), 12.0)  # inches, bounded
     fig, ax = plt.subplots(1, 1, figsize=(6, height + 0.4))
-    ax.imshow(img, cmap=None if img.ndim == 3 else "gray", origin="upper" if raster else "lower",
-              interpolation="nearest", aspect=aspect)
-    _contours(ax, mask, [int(v) for v in np.unique(mask) if v != 0])
-    ax.axis("off")
+    try:
+        ax.imshow(img, cmap=None if img.ndim == 3 else "gray", origin="upper" if raster else "lower",
+                  interpolation="nearest", aspect=aspect)
+        _contours(ax, mask, [int(v) for v in np.unique(mask) if v != 0])
+        ax.axis("off")
+    except BaseException:
+        plt.close(fig)
+        raise
     return _save_figure(fig, path, title)

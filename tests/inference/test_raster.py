@@ -141,7 +141,11 @@ def test_overlay_name_clash_is_refused(tmp_path: Path) -> None:
     inp.mkdir()
     _rgb_image(inp / "eye.png")
     _rgb_image(inp / "eye_overlay.png")
-    with pytest.raises(ValueError, match="the --png overlay of eye would overwrite the mask of eye_overlay"):
-        predict_folder(inp, tmp_path / "out", predictor=_red_predictor, preprocessing=DRIVE_PARAMS, device="cpu",
-                       progress=False, png=True)
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    lines: list[str] = []
+    report = predict_folder(inp, tmp_path / "out", predictor=_red_predictor, preprocessing=DRIVE_PARAMS,
+                            device="cpu", progress=False, png=True, log=lines.append)
+    errors = {c.case: c.error for c in report.cases if c.status == "failed"}
+    assert errors["eye"].startswith("its --png overlay eye_overlay.png would also be the mask of case eye_overlay")
+    assert errors["eye_overlay"].startswith("its mask eye_overlay.png would also be the --png overlay of case eye")
+    assert report.exit_code == 1 and len([x for x in lines if x.startswith("error: ")]) == 2  # one line per case
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["predict_report.csv", "predict_report.json"]
