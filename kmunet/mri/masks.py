@@ -1,8 +1,8 @@
 """Retrospective k-space undersampling masks, each drawn from its own seeded generator.
 
-Every mask uses ``numpy.random.default_rng(seed)`` (the Poisson-disc mask uses sigpy's own seeded sampler,
-retried with seeds derived from ``seed`` when it misses the acceleration, and restores NumPy's global
-state), so the same seed always gives the same mask and the global NumPy and
+Every mask uses ``numpy.random.default_rng(seed)`` (the Poisson-disc mask uses sigpy's own seeded sampler
+with a bounded search, retried with seeds derived from ``seed`` when it misses the acceleration, and
+restores NumPy's global state), so the same seed always gives the same mask and the global NumPy and
 torch random states are never touched. Masks are boolean ``(H, W)`` arrays, True where sampled. The 1D
 masks select whole phase-encoding lines along ``axis`` (default ``-2``) and are constant along the other
 axis; their centre ``round(n * center_fraction)`` lines are always sampled.
@@ -116,24 +116,99 @@ def poisson_seeds(seed: int, retries: int = POISSON_SEED_RETRIES) -> list[int]:
     return [seed] + [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(1, retries + 1)]
 
 
+#: Most bisection steps of :func:`sigpy_poisson`. sigpy's own loop stops only on success, so it never
+#: returns when the acceleration is out of reach (it keeps redrawing one mask once the bisection interval
+#: stops shrinking). Below a slope of ``2**-53`` every radius is exactly 1, so a search from a slope
+#: ``max(shape) < 2**70`` that has not succeeded after this many steps never will: the bound changes no mask.
+POISSON_MAX_STEPS: int = 128
+
+
+class PoissonMiss(ValueError):
+    """:func:`sigpy_poisson` found no mask within sigpy's tolerance.
+
+    ``nearest`` is ``(below, above)``: the accelerations of the drawn masks closest to the target from
+    below and from above (``-inf`` / ``inf`` when none was drawn on that side).
+    """
+
+    def __init__(self, message: str, nearest: tuple[float, float]) -> None:
+        super().__init__(message)
+        self.nearest = nearest
+
+
+def sigpy_poisson(shape: tuple[int, int], accel: float, calib: tuple[int, int], seed: int,
+                  max_attempts: int = 30, tol: float = 0.1) -> np.ndarray:
+    """``sigpy.mri.poisson(shape, accel, calib, seed=seed, crop_corner=True) > 0`` with a bounded search.
+
+    The same bisection over the density slope as sigpy 0.1.27 (same steps, same sampler
+    ``sigpy.mri.samp._poisson``, hence the same mask whenever sigpy returns one), but it stops when the
+    bisection interval no longer shrinks or after :data:`POISSON_MAX_STEPS` steps, where sigpy loops
+    forever. NumPy's global random state is restored.
+
+    Raises:
+        PoissonMiss: no mask within ``tol`` of ``accel`` (with the nearest accelerations drawn).
+    """
+    from sigpy.mri.samp import _poisson
+
+    ny, nx = shape
+    y, x = np.mgrid[:ny, :nx]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.maximum(abs(x - nx / 2) - calib[-1] / 2, 0)
+        x /= x.max()
+        y = np.maximum(abs(y - ny / 2) - calib[-2] / 2, 0)
+        y /= y.max()
+        r = np.sqrt(x**2 + y**2)
+    outside = ~(r < 1)
+
+    slope_max, slope_min = float(max(nx, ny)), 0.0
+    below, above = -math.inf, math.inf
+    state = np.random.get_state()
+    try:
+        for _ in range(POISSON_MAX_STEPS):
+            if not slope_min < slope_max:
+                break
+            slope = (slope_max + slope_min) / 2
+            radius_x = np.clip((1 + r * slope) * nx / max(nx, ny), 1, None)
+            radius_y = np.clip((1 + r * slope) * ny / max(nx, ny), 1, None)
+            mask = _poisson(nx, ny, max_attempts, radius_x, radius_y, calib, seed)
+            mask[outside] = 0  # sigpy's crop_corner
+            count = float(np.sum(mask))
+            actual = nx * ny / count if count else math.inf
+            if abs(actual - accel) < tol:
+                return mask > 0
+            below, above = (max(below, actual), above) if actual < accel else (below, min(above, actual))
+            previous = (slope_min, slope_max)
+            if actual < accel:
+                slope_min = slope
+            else:
+                slope_max = slope
+            if (slope_min, slope_max) == previous:  # sigpy would redraw this same mask forever
+                break
+    finally:
+        np.random.set_state(state)
+    raise PoissonMiss(f"Cannot generate mask to satisfy accel={accel}.", (below, above))
+
+
 def poisson_mask(
     shape: Sequence[int], acceleration: float, center_fraction: float, seed: int = 0, axis: int = -2
 ) -> np.ndarray:
-    """2D variable-density Poisson-disc mask (``sigpy.mri.poisson``) with a square calibration region.
+    """2D variable-density Poisson-disc mask (sigpy's sampler) with a square calibration region.
 
     The calibration region is ``round(size * center_fraction)`` points along each axis. ``axis`` is
     accepted for a uniform signature but has no effect (the mask is 2D). Arguments and return as
     :func:`random_mask`.
 
     ``acceleration`` must be exactly 1 (a full mask) or at least :data:`POISSON_MIN_ACCELERATION` (sigpy
-    leaves the k-space corners out, so it cannot approach R = 1). For some seeds sigpy's sampler misses
-    the acceleration (within its tolerance of 0.1); then the :data:`POISSON_SEED_RETRIES` derived seeds of
+    leaves the k-space corners out, so it cannot approach R = 1). The mask is ``sigpy.mri.poisson``'s,
+    drawn by :func:`sigpy_poisson`, whose search always ends (sigpy's loops forever when the acceleration
+    is out of reach, e.g. R = 30 on a 35 x 51 grid). For some seeds the sampler misses the acceleration
+    (within its tolerance of 0.1); then the :data:`POISSON_SEED_RETRIES` derived seeds of
     :func:`poisson_seeds` are tried in order, so the same seed always gives the same mask. NumPy's
     global random state is restored afterwards.
 
     Raises:
         ValueError: bad arguments, a calibration block larger than ``1 / acceleration`` of k-space, or no
-            seed of the sequence reaching the acceleration (one line naming acceleration, shape and seed).
+            seed of the sequence reaching the acceleration (one line naming acceleration, shape, seed and
+            the largest acceleration the sparsest masks reached).
     """
     shape, _ = _check(shape, acceleration, center_fraction, axis)
     seeds = poisson_seeds(seed)
@@ -143,25 +218,26 @@ def poisson_mask(
         # sigpy leaves the k-space corners out (about 21 %), so it cannot reach R near 1 (it loops)
         raise ValueError(f"poisson masks need acceleration >= {POISSON_MIN_ACCELERATION:g} (or exactly 1), got "
                          f"{acceleration:g}; use the random or equispaced mask for milder undersampling")
-    import sigpy.mri
-
     calib = tuple(max(int(round(s * center_fraction)), 0) for s in shape)
     if math.prod(calib) > math.prod(shape) / acceleration:
         raise ValueError(f"center_fraction {center_fraction:g} gives a {calib[0]} x {calib[1]} calibration block, more "
                          f"than the 1/{acceleration:g} of k-space that acceleration {acceleration:g} samples in all")
-    state = np.random.get_state()
-    try:
-        for s in seeds:
-            try:
-                mask = sigpy.mri.poisson(shape, float(acceleration), calib=calib, seed=s, dtype=np.float32)
-            except ValueError:  # sigpy: "Cannot generate mask to satisfy accel=..."
-                continue
-            return np.asarray(mask) > 0
-    finally:
-        np.random.set_state(state)
+    below, above = -math.inf, math.inf
+    for s in seeds:
+        try:
+            return sigpy_poisson(shape, float(acceleration), calib, s)
+        except PoissonMiss as miss:
+            below, above = max(below, miss.nearest[0]), min(above, miss.nearest[1])
+    if math.isinf(above):
+        why = f"at most {below:.3g} is reachable on this grid; use a smaller acceleration or a larger grid"
+    elif math.isinf(below):
+        why = f"at least {above:.3g} on this grid; use a larger acceleration"
+    else:
+        why = (f"the nearest masks drawn have accelerations {below:.3g} and {above:.3g} (sigpy's tolerance is 0.1); "
+               f"try another --mask-seed or acceleration")
     raise ValueError(f"no Poisson-disc mask with acceleration {acceleration:g} for shape {shape[0]} x {shape[1]} "
-                     f"(center_fraction {center_fraction:g}) from seed {seed} or its {len(seeds) - 1} derived seeds; "
-                     f"try another --mask-seed or acceleration")
+                     f"(center_fraction {center_fraction:g}) from seed {seed} or its {len(seeds) - 1} derived seeds: "
+                     f"{why}")
 
 
 _MASKS = {"random": random_mask, "equispaced": equispaced_mask, "poisson": poisson_mask}

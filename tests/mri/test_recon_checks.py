@@ -292,20 +292,19 @@ def test_twix_output_units_are_mm(shared_data: Path, tmp_path: Path) -> None:
 
 # 12 --------------------------------------------------------------------------------------------------
 def test_poisson_retries_derived_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sigpy.mri
+    from kmunet.mri import masks
+    from kmunet.mri.masks import POISSON_SEED_RETRIES, PoissonMiss, poisson_mask, poisson_seeds
 
-    from kmunet.mri.masks import POISSON_SEED_RETRIES, poisson_mask, poisson_seeds
-
-    original = sigpy.mri.poisson
+    original = masks.sigpy_poisson
     tried: list[int] = []
 
-    def flaky(shape: tuple[int, int], accel: float, seed: int = 0, **kwargs: object) -> np.ndarray:
+    def flaky(shape: tuple[int, int], accel: float, calib: tuple[int, int], seed: int) -> np.ndarray:
         tried.append(seed)
         if len(tried) % 3 != 0:  # the first two seeds of each call "cannot generate" the mask
-            raise ValueError(f"Cannot generate mask to satisfy accel={accel}.")
-        return original(shape, accel, seed=seed, **kwargs)
+            raise PoissonMiss(f"Cannot generate mask to satisfy accel={accel}.", (accel - 0.5, accel + 0.5))
+        return original(shape, accel, calib, seed)
 
-    monkeypatch.setattr(sigpy.mri, "poisson", flaky)
+    monkeypatch.setattr(masks, "sigpy_poisson", flaky)
     state = np.random.get_state()[1].copy()
     a = poisson_mask((32, 30), 3.0, 0.1, seed=5)
     assert tried == poisson_seeds(5)[:3] and len(set(tried)) == 3 and tried[0] == 5
@@ -314,16 +313,43 @@ def test_poisson_retries_derived_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_array_equal(np.random.get_state()[1], state)  # global RNG untouched
     assert poisson_seeds(5) == poisson_seeds(5) and len(poisson_seeds(5)) == POISSON_SEED_RETRIES + 1
 
-    def never(*args: object, **kwargs: object) -> np.ndarray:
-        raise ValueError("Cannot generate mask to satisfy accel=3.")
+    def never(shape: tuple[int, int], accel: float, calib: tuple[int, int], seed: int) -> np.ndarray:
+        raise PoissonMiss("Cannot generate mask to satisfy accel=3.", (2.7, 3.4))
 
-    monkeypatch.setattr(sigpy.mri, "poisson", never)
+    monkeypatch.setattr(masks, "sigpy_poisson", never)
     with pytest.raises(ValueError) as err:
         poisson_mask((32, 30), 3.0, 0.1, seed=5)
     msg = str(err.value)
     assert "\n" not in msg and "acceleration 3" in msg and "32 x 30" in msg and "seed 5" in msg
+    assert "2.7 and 3.4" in msg  # the nearest accelerations drawn
     with pytest.raises(ValueError, match="seed must be an integer in"):
         poisson_mask((32, 30), 3.0, 0.1, seed=-1)
+
+
+@pytest.mark.parametrize(("shape", "accel", "calib", "seed"),
+                         [((64, 60), 4.0, (6, 6), 0), ((32, 30), 3.0, (3, 3), 5), ((45, 71), 6.0, (4, 4), 2)])
+def test_sigpy_poisson_is_sigpys_mask(shape: tuple[int, int], accel: float, calib: tuple[int, int], seed: int) -> None:
+    """The bounded search draws exactly sigpy.mri.poisson's mask whenever sigpy returns one."""
+    import sigpy.mri
+
+    from kmunet.mri.masks import sigpy_poisson
+
+    state = np.random.get_state()[1].copy()
+    ours = sigpy_poisson(shape, accel, calib, seed)
+    np.testing.assert_array_equal(np.random.get_state()[1], state)
+    theirs = sigpy.mri.poisson(shape, accel, calib=calib, seed=seed, dtype=np.float32) > 0
+    assert ours.dtype == bool and ours.shape == shape
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_poisson_unreachable_acceleration_ends() -> None:
+    """sigpy loops forever on R = 30 for 35 x 51; the bounded search ends with a one-line error."""
+    from kmunet.mri.masks import poisson_mask
+
+    with pytest.raises(ValueError) as err:
+        poisson_mask((35, 51), 30.0, 0.0, seed=0)
+    msg = str(err.value)
+    assert "\n" not in msg and "acceleration 30" in msg and "35 x 51" in msg and "nearest masks drawn" in msg
 
 
 def test_poisson_seed_13_at_r2_on_159x161() -> None:
