@@ -9,6 +9,8 @@ config is written beside every checkpoint (``config.yaml``) and stored inside it
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,10 +19,32 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
-from kmunet.checks import check_int, check_real
+from kmunet.checks import check_int, check_real, is_integer
 from kmunet.options import SCHEDULES
 
 T = TypeVar("T")
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads YAML 1.2 floats: ``1e-3``, ``5E-4``, ``1.0e3``, ``.5e-2``.
+
+    PyYAML follows YAML 1.1, whose floats need a dot and, with an exponent, its sign, so it reads
+    ``1e-3`` and ``1.0e3`` as strings. The extra resolver covers the exponent forms YAML 1.2 adds;
+    integers, ``.inf`` / ``.nan`` and everything else resolve as before. Config files and ``--set``
+    values are both parsed with this loader (non-finite numbers are then refused by the config).
+    """
+
+
+ConfigLoader.add_implicit_resolver(  # tried after the YAML 1.1 resolvers (ints, timestamps) of SafeLoader
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _yaml_load(stream: Any) -> Any:
+    """Parse YAML with :class:`ConfigLoader` (safe: plain data only)."""
+    return yaml.load(stream, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass(frozen=True)
@@ -232,6 +256,19 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        """MONAI's ``UNet`` needs patches divisible by its total stride (KM-UNet pads, any size works)."""
+        strides, patch = self.network.strides, self.data.patch_size
+        if self.network.name != "unet" or not all(is_integer(s) and s >= 1 for s in strides):
+            return  # bad strides are build_network's to report
+        total = math.prod(strides)
+        if any(is_integer(p) and p % total for p in patch):
+            fit = [max(total, round(p / total) * total) if is_integer(p) else p for p in patch]
+            raise ValueError(
+                f"data.patch_size {list(patch)} is not divisible by the total stride {total} of network.strides "
+                f"{list(strides)}, which network.name='unet' (MONAI UNet) needs; e.g. data.patch_size={fit}"
+            )
+
 
 # ----------------------------------------------------------------------------------------------
 # Conversion between dicts and dataclasses (strict).
@@ -279,7 +316,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            number = math.inf
+        if not math.isfinite(number):  # .nan, .inf, or 1e999 (which a float rounds to inf)
+            raise TypeError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise TypeError(f"{where}: expected a string, got {value!r}")
@@ -339,13 +382,47 @@ def apply_overrides(config: T, overrides: Sequence[str]) -> T:
         if parts[-1] not in node:
             raise ValueError(f"override {item!r}: unknown key {key!r}; valid keys: {sorted(node)}")
         try:
-            node[parts[-1]] = yaml.safe_load(raw)
+            node[parts[-1]] = _yaml_load(raw)
         except yaml.YAMLError as err:
             raise ValueError(f"override {item!r}: value is not valid YAML ({_yaml_problem(err)})") from None
     try:
         return from_dict(type(config), data)
     except TypeError as err:  # a wrong-typed value: the same one-line user error as in a YAML file
         raise ValueError(f"config override: {err}") from None
+
+
+def replace_values(config: T, values: Mapping[str, Any]) -> T:
+    """``config`` with ``section.key`` fields set to already typed ``values`` (``dataclasses.replace``).
+
+    Unlike :func:`apply_overrides`, values are not parsed as YAML: a path such as ``"/tmp/exp #1"``,
+    ``"~"``, ``"2024"`` or ``"on"`` stays that string. Each value is still checked against the field's
+    type, and every dataclass on the way re-runs its checks.
+
+    Raises:
+        ValueError: an unknown key, or a value of the wrong type (the message names the key).
+    """
+    for key, value in values.items():
+        config = _replace_path(config, key.split("."), value, key)
+    return config
+
+
+def _replace_path(node: T, parts: list[str], value: Any, key: str) -> T:
+    """``node`` with the field at ``parts`` (``key`` split at the dots) replaced by ``value``."""
+    names = [f.name for f in dataclasses.fields(node)]
+    name = parts[0]
+    if name not in names:
+        raise ValueError(f"unknown config key {key!r}: no {name!r} in {type(node).__name__}; valid keys: {names}")
+    if len(parts) == 1:
+        try:
+            new = _coerce(value, typing.get_type_hints(type(node))[name], key)
+        except TypeError as err:
+            raise ValueError(str(err)) from None
+    else:
+        child = getattr(node, name)
+        if not dataclasses.is_dataclass(child):
+            raise ValueError(f"unknown config key {key!r}: {name!r} is not a section")
+        new = _replace_path(child, parts[1:], value, key)
+    return dataclasses.replace(node, **{name: new})
 
 
 def _yaml_problem(err: Exception) -> str:
@@ -373,7 +450,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise FileNotFoundError(f"{path}: config file not found")
         with path.open() as f:
             try:
-                data = yaml.safe_load(f) or {}
+                data = _yaml_load(f) or {}
             except yaml.YAMLError as err:
                 raise ValueError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
         if not isinstance(data, Mapping):

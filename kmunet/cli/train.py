@@ -10,7 +10,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train a segmentation network from a YAML config (torchrun-aware)",
         description=(
-            "Train KM-UNet or the MONAI UNet baseline. Flags override the YAML; --set overrides any key. "
+            "Train KM-UNet or the MONAI UNet baseline. --set overrides any key of the YAML; the flags "
+            "--data/--output/--epochs/--device/--init-from win over both (taken as given, not parsed as YAML). "
             "Multi-GPU / multi-node: torchrun --nproc_per_node N -m kmunet train ..."
         ),
     )
@@ -28,23 +29,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+#: ``kmunet train`` flags and the config keys they set (after the YAML and every ``--set``).
+FLAG_KEYS = {
+    "data": "data.root",
+    "output": "train.output_dir",
+    "epochs": "train.epochs",
+    "device": "train.device",
+    "init_from": "train.init_from",
+}
+
+
 def run(args: argparse.Namespace) -> int:
-    from kmunet.config import load_config
+    from kmunet.config import load_config, replace_values
     from kmunet.training import train
     from kmunet.training.trainer import distributed_env
 
-    overrides = []
-    if args.data is not None:
-        overrides.append(f"data.root={args.data}")
-    if args.output is not None:
-        overrides.append(f"train.output_dir={args.output}")
-    if args.epochs is not None:
-        overrides.append(f"train.epochs={args.epochs}")
-    if args.device is not None:
-        overrides.append(f"train.device={args.device}")
-    if args.init_from is not None:
-        overrides.append(f"train.init_from={args.init_from}")
-    config = load_config(args.config, overrides + list(args.overrides))
+    config = load_config(args.config, args.overrides)
+    # typed values, not YAML: "--output '/tmp/exp #1'", "--init-from ~" or "--data 2024" stay the strings
+    # given; a flag on the command line wins over the YAML and over --set
+    flags = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None}
+    config = replace_values(config, flags)
     result = train(config, resume=args.resume, progress=not args.no_progress)
     if distributed_env()[0] != 0:  # under torchrun only rank 0 reports (it has the metrics)
         return 0

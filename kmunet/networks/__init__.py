@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch.nn as nn
 
+from kmunet.checks import check_dims
 from kmunet.config import NetworkConfig
 from kmunet.networks.ensemble import ProbabilityEnsemble
-from kmunet.networks.kmunet import KANResBlock, KMUNet
+from kmunet.networks.kmunet import KANResBlock, KMUNet, make_norm
 
 __all__ = ["KMUNet", "KANResBlock", "ProbabilityEnsemble", "build_network", "count_parameters", "NETWORKS"]
 
@@ -19,8 +22,10 @@ def build_network(config: NetworkConfig) -> nn.Module:
 
     Both map ``(B, in_channels, *spatial)`` to logits ``(B, out_channels, *spatial)``. KM-UNet takes any
     spatial size (it pads to a multiple of its total stride and crops back); MONAI's ``UNet`` needs each
-    size divisible by the product of ``strides`` (sliding-window inference with the training patch size
-    guarantees it in kmunet's pipelines).
+    size divisible by the product of ``strides`` (an :class:`~kmunet.config.ExperimentConfig` refuses a
+    ``unet`` whose ``data.patch_size`` is not, and sliding-window inference with the training patch size
+    guarantees it in kmunet's pipelines). ``norm="group"`` uses KM-UNet's group count (:func:`make_norm`)
+    for every layer MONAI normalises, as MONAI's ``UNet`` takes one ``num_groups`` for all of them.
 
     Raises:
         TypeError: ``config`` is not a :class:`NetworkConfig`.
@@ -28,8 +33,7 @@ def build_network(config: NetworkConfig) -> nn.Module:
     """
     if not isinstance(config, NetworkConfig):
         raise TypeError(f"build_network expects a NetworkConfig, got {type(config).__name__}")
-    if config.spatial_dims not in (1, 2, 3):
-        raise ValueError(f"network.spatial_dims must be 1, 2 or 3, got {config.spatial_dims!r}")
+    check_dims("network.spatial_dims", config.spatial_dims)  # a bool is not 1 (as in KMUNet)
     if config.name == "kmunet":
         return KMUNet(
             spatial_dims=config.spatial_dims,
@@ -55,10 +59,24 @@ def build_network(config: NetworkConfig) -> nn.Module:
             strides=config.strides,
             kernel_size=config.kernel_size,
             num_res_units=config.num_res_units,
-            norm=config.norm,
+            norm=_unet_norm(config),
             dropout=config.dropout,
         )
     raise ValueError(f"unknown network name {config.name!r}; valid: {list(NETWORKS)}")
+
+
+def _unet_norm(config: NetworkConfig) -> str | tuple[str, dict[str, int]]:
+    """MONAI ``norm`` argument: the name, or ``("group", {"num_groups": n})`` (MONAI's GroupNorm needs n).
+
+    MONAI's ``UNet`` normalises every level's channels, and with residual units also ``out_channels``
+    (the top up-sampling convolution), all with one ``num_groups``: the greatest common divisor of the
+    group counts :func:`~kmunet.networks.kmunet.make_norm` (KM-UNet's rule) gives each of them, so it
+    divides every one (8 when all of them are multiples of 8).
+    """
+    if config.norm != "group":
+        return config.norm
+    counts = tuple(config.channels) + ((config.out_channels,) if config.num_res_units > 0 else ())
+    return "group", {"num_groups": math.gcd(*(make_norm("group", config.spatial_dims, c).num_groups for c in counts))}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from kmunet import __version__
 from kmunet.config import ExperimentConfig, NetworkConfig, from_dict, to_dict
 from kmunet.runtime import first_line
 
@@ -32,6 +33,7 @@ __all__ = [
     "load_checkpoint",
     "model_from_checkpoint",
     "models_from_checkpoints",
+    "stored_config",
     "checkpoint_paths",
     "checkpoint_preprocessing",
     "checkpoint_class_names",
@@ -101,6 +103,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def stored_config(ckpt: Mapping[str, Any], path: str | Path) -> ExperimentConfig:
+    """The :class:`ExperimentConfig` a loaded checkpoint stores.
+
+    Raises:
+        ValueError: this kmunet cannot read it (an unknown key, e.g. from a newer kmunet, or a bad
+            value); the message names ``path`` and this kmunet's version.
+    """
+    try:
+        return from_dict(ExperimentConfig, ckpt["config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: stored config not understood by kmunet {__version__} ({first_line(err)})") from None
+
+
 def model_from_checkpoint(
     checkpoint: str | Path | Mapping[str, Any], device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ExperimentConfig]:
@@ -112,11 +127,23 @@ def model_from_checkpoint(
 
     Returns:
         ``(model, config)``.
+
+    Raises:
+        ValueError: an unreadable checkpoint, or a stored config this kmunet does not understand (the
+            message names the file; ``"checkpoint"`` for a dict).
     """
+    if isinstance(checkpoint, (str, Path)):
+        return _model_and_config(load_checkpoint(checkpoint), checkpoint, device)
+    return _model_and_config(checkpoint, "checkpoint", device)
+
+
+def _model_and_config(
+    ckpt: Mapping[str, Any], path: str | Path, device: str | torch.device
+) -> tuple[nn.Module, ExperimentConfig]:
+    """:func:`model_from_checkpoint` of a loaded checkpoint read from ``path`` (named in errors)."""
     from kmunet.networks import build_network
 
-    ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
-    config = from_dict(ExperimentConfig, ckpt["config"])
+    config = stored_config(ckpt, path)
     model = build_network(config.network)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), config
@@ -192,7 +219,7 @@ def models_from_checkpoints(
     for path in paths:
         ckpt = load_checkpoint(path, map_location="cpu")
         try:
-            model, config = model_from_checkpoint(ckpt, device=device)
+            model, config = _model_and_config(ckpt, path, device)  # ValueError: a config this kmunet cannot read
         except (RuntimeError, KeyError, TypeError) as err:
             raise ValueError(f"{path}: weights do not match the stored network config ({first_line(err)})") from None
         settings = checkpoint_preprocessing(ckpt, config)
@@ -287,7 +314,7 @@ def add_data_summary(path: str | Path, data_root: str | Path | None = None) -> d
     from kmunet.data import training_data_summary, validate_dataset
 
     ckpt = load_checkpoint(path)
-    config = from_dict(ExperimentConfig, ckpt["config"])
+    config = stored_config(ckpt, path)
     if data_root is not None:
         config = replace(config, data=replace(config.data, root=str(data_root)))
     report = validate_dataset(None, config)

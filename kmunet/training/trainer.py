@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from kmunet import __version__
-from kmunet.config import ExperimentConfig, from_dict, save_config, to_dict
+from kmunet.config import ExperimentConfig, save_config, to_dict
 from kmunet.runtime import resolve_device, tune_cpu_allocator
 from kmunet.training.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -38,6 +38,7 @@ from kmunet.training.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    stored_config,
 )
 from kmunet.training.schedule import AmpSettings, amp_settings, lr_factor
 
@@ -411,7 +412,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             ckpt = load_checkpoint(output / "last.pt", map_location="cpu")
             if "optimizer" not in ckpt:
                 raise ValueError(f"{output / 'last.pt'}: no resume state in this checkpoint")
-            saved = from_dict(ExperimentConfig, ckpt["config"])
+            saved = stored_config(ckpt, output / "last.pt")
             _check_resume_config(config, saved, output / "last.pt")
             config = dataclasses.replace(config, network=saved.network)  # grid size may have been extended
         torch.manual_seed(tc.seed)

@@ -115,7 +115,7 @@ def test_too_small_input_is_named() -> None:
     with pytest.raises(ValueError, match=r"input spatial shape \[8, 8, 8\] is too small"):
         net(torch.randn(1, 1, 8, 8, 8))
     assert net(torch.randn(1, 1, 9, 8, 8)).shape == (1, 2, 9, 8, 8)
-    with pytest.raises(ValueError, match="spatial_dims must be 1, 2 or 3"):
+    with pytest.raises(ValueError, match="network.spatial_dims must be one of"):
         build_network(NetworkConfig(name="unet", spatial_dims=4))
 
 
