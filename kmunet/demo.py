@@ -8,23 +8,47 @@ scans into NIfTI masks in the exact geometry of each input, and plots the learne
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.resources
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from kmunet.config import ExperimentConfig, apply_overrides, load_config
 
-#: The demo's configuration file (kept with the other experiment configs).
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+#: The demo's configuration file name, in ``configs/`` with the other experiment configs.
+DEMO_CONFIG_NAME = "demo.yaml"
+
+
+@contextlib.contextmanager
+def demo_config_file(name: str = DEMO_CONFIG_NAME) -> Iterator[Path]:
+    """Path of the experiment config ``name`` of ``configs/`` (the file itself, for as long as the block runs).
+
+    The repository's ``configs/`` is the single copy. A wheel installs it as ``kmunet/configs/`` (the
+    data-only package ``kmunet.configs``, which ``pyproject.toml`` maps onto the folder), read with
+    :mod:`importlib.resources`; an editable install or a source checkout reads ``<repository>/configs``.
+
+    Raises:
+        FileNotFoundError: neither holds ``name`` (the message says where it looked).
+    """
+    resource = importlib.resources.files("kmunet") / "configs" / name  # installed wheel: kmunet/configs/
+    if resource.is_file():
+        with importlib.resources.as_file(resource) as path:
+            yield path
+        return
+    path = Path(__file__).resolve().parents[1] / "configs" / name  # editable install or source checkout
+    if not path.is_file():
+        raise FileNotFoundError(f"config {name} not found: neither {resource} (installed kmunet) nor {path} "
+                                "(source checkout) exists; reinstall kmunet")
+    yield path
 
 
 def demo_config(output: Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """``configs/demo.yaml`` with its data and output folders placed under ``output``."""
-    if not DEMO_CONFIG.is_file():
-        raise FileNotFoundError(f"{DEMO_CONFIG}: demo config not found (run kmunet demo from a source checkout)")
-    config = load_config(DEMO_CONFIG)
+    with demo_config_file() as path:
+        config = load_config(path)
     config = dataclasses.replace(
         config,
         data=dataclasses.replace(config.data, root=str(output / "data")),
@@ -50,7 +74,8 @@ def run_demo(
         progress: show progress bars.
 
     Returns:
-        A summary dict: per-class Dice, seconds, checkpoint, prediction report and filter plot paths.
+        A summary dict: per-class Dice, seconds, checkpoint, prediction report and filter plot paths
+        (``filter_plot`` is ``None`` for a network without KAN layers, e.g. ``network.name=unet``).
     """
     from kmunet.data import make_synthetic_dataset
     from kmunet.inference import predict_folder
@@ -74,7 +99,8 @@ def run_demo(
         shutil.rmtree(own)
     result = train(config, device=device, progress=progress)
     model, _ = model_from_checkpoint(result.best_checkpoint)
-    print(f"KM-UNet: {count_parameters(model):,} parameters; best validation Dice {result.best_metric:.3f} "
+    label = "KM-UNet" if config.network.name == "kmunet" else config.network.name
+    print(f"{label}: {count_parameters(model):,} parameters; best validation Dice {result.best_metric:.3f} "
           f"at epoch {result.best_epoch}")
     for name, dice in result.dice_per_class.items():
         print(f"  Dice {name}: {dice:.3f}")
@@ -83,15 +109,20 @@ def run_demo(
                             progress=progress)
     print(f"predicted {len(report.cases)} scans -> {output / 'predictions'} (report: predict_report.json)")
 
-    plot = plot_edge_functions(next(kan_layers(model)), output / "kan_filters.png")
+    first = next(kan_layers(model), None)
+    if first is None:  # e.g. --set network.name=unet: nothing to plot
+        plot = None
+        print(f"KAN filter plot skipped: network.name={config.network.name} has no KAN layer")
+    else:
+        plot = plot_edge_functions(first, output / "kan_filters.png")
+        print(f"learned KAN filters of the first layer: {plot}")
     seconds = time.perf_counter() - start
-    print(f"learned KAN filters of the first layer: {plot}")
     print(f"demo finished in {seconds:.0f} s")
     return {
         "best_dice": result.best_metric,
         "dice_per_class": dict(result.dice_per_class),
         "checkpoint": str(result.best_checkpoint),
         "predictions": str(output / "predictions"),
-        "filter_plot": str(plot),
+        "filter_plot": str(plot) if plot is not None else None,
         "seconds": seconds,
     }
