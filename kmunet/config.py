@@ -35,11 +35,16 @@ class ConfigLoader(yaml.SafeLoader):
     """
 
 
-ConfigLoader.add_implicit_resolver(  # tried after the YAML 1.1 resolvers (ints, timestamps) of SafeLoader
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
+class ConfigDumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that quotes the strings :class:`ConfigLoader` would read as floats (``"1e-3"``),
+    so a saved ``config.yaml`` loads back to the same values."""
+
+
+#: YAML 1.2 exponent floats that YAML 1.1 (PyYAML) reads as strings: ``1e-3``, ``5E-4``, ``1.0e3``, ``.5e-2``.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$")
+
+for _cls in (ConfigLoader, ConfigDumper):  # tried after the YAML 1.1 resolvers (ints, timestamps) of SafeLoader
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
 
 
 def _yaml_load(stream: Any) -> Any:
@@ -468,5 +473,5 @@ def save_config(config: Any, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w") as f:
-        yaml.safe_dump(to_dict(config), f, sort_keys=False)
+        yaml.dump(to_dict(config), f, Dumper=ConfigDumper, sort_keys=False)
     tmp.replace(path)

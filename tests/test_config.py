@@ -98,3 +98,17 @@ def test_replace_values_sets_typed_values_without_yaml_parsing() -> None:
         replace_values(ExperimentConfig(), {"train.epochs": "3"})
     with pytest.raises(ValueError, match="unknown config key 'train.epoch'"):
         replace_values(ExperimentConfig(), {"train.epoch": 3})
+
+
+def test_saved_config_round_trips_strings_that_look_like_exponent_floats(tmp_path) -> None:
+    from kmunet.config import replace_values
+
+    config = replace_values(ExperimentConfig(), {"train.output_dir": "1e-3", "name": "2E5"})
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config  # quoted when saved, strings when read back
+
+
+@pytest.mark.parametrize("value", ["._e1", ".e1", "_1e3"])
+def test_malformed_exponents_are_not_numbers(value: str) -> None:
+    with pytest.raises(ValueError, match="train.lr"):  # a string for a number field: named, not a bare float() error
+        apply_overrides(ExperimentConfig(), [f"train.lr={value}"])

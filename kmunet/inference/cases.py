@@ -16,7 +16,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -260,14 +260,29 @@ def discover_cases(
         )
 
     raw.sort(key=lambda c: (c.name, str(c.path), c.series_uid))
-    seen: dict[str, int] = {}
     cases = []
-    for case in raw:
-        n = seen.get(case.name.lower(), 0) + 1
-        seen[case.name.lower()] = n
-        name = case.name if n == 1 else f"{case.name}_{n}"
+    for case, name in zip(raw, unique_names([c.name for c in raw])):
         cases.append(Case(name=name, kind=case.kind, path=case.path, files=case.files, series_uid=case.series_uid, error=case.error))
     return cases, skipped
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """``names`` made unique case-insensitively: the first of each name keeps it, later ones get ``_2``, ``_3``, ...
+
+    A suffixed name never takes a name that another entry has of its own (``img``, ``img``, ``img_2``
+    become ``img``, ``img_3``, ``img_2``), so no two cases share an output file.
+    """
+    taken = {n.lower() for n in names}
+    used: set[str] = set()
+    out = []
+    for name in names:
+        candidate, n = name, 1
+        while candidate.lower() in used or (n > 1 and candidate.lower() in taken):
+            n += 1
+            candidate = f"{name}_{n}"
+        used.add(candidate.lower())
+        out.append(candidate)
+    return out
 
 
 def load_case(case: Case, spatial_dims: int = 3, in_channels: int = 1) -> LoadedImage:

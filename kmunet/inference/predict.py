@@ -352,9 +352,24 @@ def _path_key(path: str | Path) -> str:
     return os.path.normcase(str(Path(path).resolve()))
 
 
+#: Key set on a row read from an old report whose relative ``input`` does not resolve to a file.
+_UNPLACED = "_input_unplaced"
+
+
 def _identity(row: Mapping[str, Any]) -> tuple[str, str]:
     """What a report row was made from: its input (path key) and DICOM series UID."""
     return (_path_key(row["input"]) if row.get("input") else "", str(row.get("series_uid") or ""))
+
+
+def _same_input(row: Mapping[str, Any], res: CaseResult) -> bool:
+    """Whether an earlier report ``row`` may describe ``res``'s input.
+
+    A row whose input could not be placed (:data:`_UNPLACED`: a relative path in a report of an earlier
+    kmunet that did not record its working directory) is taken to match, as earlier versions did.
+    """
+    if row.get(_UNPLACED):
+        return True
+    return _identity(row) == _identity({"input": res.input, "series_uid": res.series_uid})
 
 
 def _read_earlier_report(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
@@ -372,13 +387,16 @@ def _read_earlier_report(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any
         cwd = data.get("cwd")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    base = Path(cwd) if isinstance(cwd, str) and Path(cwd).is_absolute() else out.resolve().parent
+    known = isinstance(cwd, str) and Path(cwd).is_absolute()
+    base = Path(cwd) if known else out.resolve().parent
     for row in rows:
         row["case"] = str(row["case"])
         for key in _PATH_FIELDS:
             value = row.get(key)
             if isinstance(value, str) and value:
                 row[key] = str((base / value).resolve())  # an absolute value stays itself
+                if key == "input" and not known and not Path(value).is_absolute() and not Path(row[key]).exists():
+                    row[_UNPLACED] = True  # the old run's working directory is unknown: not a foreign input
             elif key in row:
                 row[key] = ""  # a damaged entry names no file
     return rows, settings
@@ -416,19 +434,21 @@ def _carry_over(report: PredictReport, out: Path, emit: Callable[[str], None]) -
     now = mask_settings(report.settings)
     matched: set[int] = set()
     for res in report.cases:
-        mine = _identity({"input": res.input, "series_uid": res.series_uid})
-        index = next((i for i, row in enumerate(rows) if row["case"] == res.case and _identity(row) == mine), None)
+        index = next((i for i, row in enumerate(rows) if row["case"] == res.case and _same_input(row, res)), None)
         if index is None:
             continue
         matched.add(index)  # this run's row replaces it
         old = rows[index]
-        # The mask in the folder is the earlier run's: this run kept it, or failed to redo it (overwrite).
-        kept = res.status == "exists" or (res.status == "failed" and bool(res.note))
-        if not (kept and old.get("output") and Path(old["output"]).exists()):
+        # The mask in the folder is the earlier run's: this run kept it, or failed (a refused case, or a
+        # failed --overwrite redo) and so wrote none of its outputs.
+        if res.status == "ok" or not (old.get("output") and Path(old["output"]).exists()):
             continue
-        for key in ("shape", "spacing", "volumes_mm3", "probabilities", "png", "output", "warning"):
+        for key in ("shape", "spacing", "volumes_mm3", "output", "warning"):
             if key in old:
                 setattr(res, key, old[key])
+        for key in ("probabilities", "png"):  # extra outputs only while they are still there
+            value = old.get(key)
+            setattr(res, key, value if isinstance(value, str) and value and Path(value).exists() else "")
         if res.status == "exists":
             res.seconds = old.get("seconds", res.seconds)
         # Reports written before made_with existed: their run's settings made every mask in them.
@@ -511,26 +531,28 @@ def _input_files(case: Case) -> list[Path]:
     return list(case.files) if case.files else [Path(case.path)]
 
 
-def _refused_cases(cases: Sequence[Case], plans: Mapping[str, _Plan]) -> dict[str, str]:
+def _refused_cases(cases: Sequence[Case], plans: Mapping[str, _Plan], others: Sequence[Path] = ()) -> dict[str, str]:
     """Case name -> why it must not be written, for cases whose planned outputs are unsafe.
 
     Checked over every case found (all ranks alike), before anything is written:
 
-    * an output that is an input file of this run (the same path once symlinks are resolved, or an
-      existing file that is the same file), e.g. with the output folder equal to the input folder;
+    * an output that is an input file of this run, or one of the ``others`` files of the input folder that
+      are not cases (the skipped files), the same path once symlinks are resolved or an existing file that
+      is the same file, e.g. with the output folder equal to the input folder;
     * an output path planned by two cases (compared case-insensitively, as case names are made
       unique), e.g. the mask of a scan named ``x_probabilities`` and the probability map of ``x``.
 
     Every case involved gets one reason (the first found).
     """
-    inputs: dict[str, tuple[Case, Path]] = {}
-    inodes: dict[tuple[int, int], tuple[Case, Path]] = {}
-    for case in cases:
-        for f in _input_files(case):
-            inputs[_path_key(f)] = (case, f)
-            with contextlib.suppress(OSError):
-                st = f.stat()
-                inodes[(st.st_dev, st.st_ino)] = (case, f)
+    inputs: dict[str, tuple[Case | None, Path]] = {}
+    inodes: dict[tuple[int, int], tuple[Case | None, Path]] = {}
+    owned: list[tuple[Case | None, Path]] = [(None, Path(f)) for f in others]
+    owned += [(case, f) for case in cases for f in _input_files(case)]  # a case's own files win
+    for owner, f in owned:
+        inputs[_path_key(f)] = (owner, f)
+        with contextlib.suppress(OSError):
+            st = f.stat()
+            inodes[(st.st_dev, st.st_ino)] = (owner, f)
     refused: dict[str, str] = {}
     planned: dict[str, list[tuple[Case, str, Path]]] = {}
     for case in cases:
@@ -542,7 +564,8 @@ def _refused_cases(cases: Sequence[Case], plans: Mapping[str, _Plan]) -> dict[st
                     st = path.stat()
                     hit = inodes.get((st.st_dev, st.st_ino))
             if hit is not None and case.name not in refused:
-                whose = "its own input" if hit[0].name == case.name else f"an input of case {hit[0].name}"
+                whose = ("a file of the input folder that is not a case" if hit[0] is None else "its own input"
+                         if hit[0].name == case.name else f"an input of case {hit[0].name}")
                 refused[case.name] = (f"its {role} {path.name} would overwrite {whose}, {hit[1]}; "
                                       "write the outputs to another folder")
             planned.setdefault(key.lower(), []).append((case, role, path))
@@ -554,6 +577,14 @@ def _refused_cases(cases: Sequence[Case], plans: Mapping[str, _Plan]) -> dict[st
             refused.setdefault(case.name, f"its {role} {path.name} would also be the {other_role} of case "
                                           f"{other.name} ({other.path}); rename one of the inputs")
     return refused
+
+
+def _note_left(res: CaseResult, wanted: Sequence[Path], emit: Callable[[str], None], why: str) -> None:
+    """Note on a failed case (``why`` it wrote nothing) which planned outputs of an earlier run are left in place."""
+    left = [w.name for w in wanted if w.exists()]
+    if left:
+        res.note = f"{why}; the earlier output ({', '.join(left)}) was left in place"
+        emit(f"note: {res.case}: {res.note}")
 
 
 def _predict_case(case: Case, plan: _Plan, refused: str, owners: Mapping[str, Mapping[str, Any]], *, overwrite: bool,
@@ -571,6 +602,7 @@ def _predict_case(case: Case, plan: _Plan, refused: str, owners: Mapping[str, Ma
     if refused:
         res.error = refused
         emit(f"error: {case.path}: {res.error}")
+        _note_left(res, plan.paths, emit, "it was refused")
         return res
     target, wanted = plan.mask, plan.paths
     try:
@@ -579,8 +611,7 @@ def _predict_case(case: Case, plan: _Plan, refused: str, owners: Mapping[str, Ma
                  f"{'a PNG' if case.kind == 'raster' else 'NIfTI'}")
         present = [w for w in wanted if w.exists()]
         if present and not overwrite:
-            mine = _identity({"input": res.input, "series_uid": res.series_uid})
-            foreign = [(w, owners[k]) for w in present if (k := _path_key(w)) in owners and _identity(owners[k]) != mine]
+            foreign = [(w, owners[k]) for w in present if (k := _path_key(w)) in owners and not _same_input(owners[k], res)]
             if foreign:  # e.g. in/b/img.nii.gz made img.nii.gz; now in/a/img.nii.gz is case img
                 w, old = foreign[0]
                 uid = f" (series {old['series_uid']})" if old.get("series_uid") else ""
@@ -636,10 +667,7 @@ def _predict_case(case: Case, plan: _Plan, refused: str, owners: Mapping[str, Ma
         res.status, res.error = "failed", _one_line(err)
         res.output = res.probabilities = res.png = ""
         emit(f"error: {case.path}: {res.error}")
-        left = [w.name for w in wanted if w.exists()]  # --overwrite: outputs of an earlier run are not lost
-        if left:
-            res.note = f"redoing it failed; the earlier output ({', '.join(left)}) was left in place"
-            emit(f"note: {case.name}: {res.note}")
+        _note_left(res, wanted, emit, "redoing it failed")
     res.seconds = round(time.perf_counter() - start, 4)
     return res
 
@@ -753,7 +781,7 @@ def predict_folder(
     dims, chans = int(params.get("spatial_dims", 3)), int(params.get("in_channels") or 1)
     all_cases, skipped = discover_cases(src, exclude=out, raster=dims == 2)
     plans = {c.name: _plan_outputs(c, out, fmt, save_probabilities, png) for c in all_cases}
-    refused = _refused_cases(all_cases, plans)
+    refused = _refused_cases(all_cases, plans, [Path(f) for f, _ in skipped])
     cases, rank, world = _shard(all_cases)
     owners = _earlier_owners(out)  # who made the outputs already in the folder, as the earlier report says
     from kmunet import __version__

@@ -83,16 +83,26 @@ class StagedOutputs:
     def commit(self) -> list[Path]:
         """Rename every temporary file to its final name.
 
+        Existing files of those names are first moved aside (to hidden names beside them), then the new
+        files are renamed into place, then the old ones are removed. If any rename fails, the new files
+        already in place are removed and the old ones moved back, so the set is either all new or all
+        as it was.
+
         Raises:
             FileNotFoundError: a temporary file was never written (nothing is renamed then).
-            OSError: a rename failed; the files already renamed by this call are removed again, so the
-                set is never left half new (their earlier versions are lost; the others are untouched).
+            OSError: a rename failed (the earlier files are back in place).
         """
         missing = [final.name for tmp, final in self._pairs if not tmp.is_file()]
         if missing:
             raise FileNotFoundError(f"{missing[0]}: was not written")
+        aside: list[tuple[Path, Path]] = []  # (backup, final) of files that existed before
         done: list[Path] = []
         try:
+            for _, final in self._pairs:
+                if final.exists():
+                    backup = _temp_beside(final)
+                    os.replace(final, backup)
+                    aside.append((backup, final))
             for tmp, final in self._pairs:
                 os.replace(tmp, final)
                 done.append(final)
@@ -100,7 +110,13 @@ class StagedOutputs:
             for final in done:
                 with contextlib.suppress(OSError):
                     final.unlink()
+            for backup, final in aside:
+                with contextlib.suppress(OSError):
+                    os.replace(backup, final)
             raise
+        for backup, _ in aside:
+            with contextlib.suppress(OSError):
+                backup.unlink()
         self._pairs = []
         return done
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch.nn as nn
 
 from kmunet.checks import check_dims
@@ -24,8 +22,8 @@ def build_network(config: NetworkConfig) -> nn.Module:
     spatial size (it pads to a multiple of its total stride and crops back); MONAI's ``UNet`` needs each
     size divisible by the product of ``strides`` (an :class:`~kmunet.config.ExperimentConfig` refuses a
     ``unet`` whose ``data.patch_size`` is not, and sliding-window inference with the training patch size
-    guarantees it in kmunet's pipelines). ``norm="group"`` uses KM-UNet's group count (:func:`make_norm`)
-    for every layer MONAI normalises, as MONAI's ``UNet`` takes one ``num_groups`` for all of them.
+    guarantees it in kmunet's pipelines). ``norm="group"`` gives every layer MONAI normalises KM-UNet's
+    group count for its own channels (:func:`make_norm`).
 
     Raises:
         TypeError: ``config`` is not a :class:`NetworkConfig`.
@@ -51,7 +49,7 @@ def build_network(config: NetworkConfig) -> nn.Module:
 
         if len(config.strides) != len(config.channels) - 1:
             raise ValueError(f"strides must have len(channels) - 1 entries, got {config.strides!r}")
-        return UNet(
+        unet = UNet(
             spatial_dims=config.spatial_dims,
             in_channels=config.in_channels,
             out_channels=config.out_channels,
@@ -59,24 +57,24 @@ def build_network(config: NetworkConfig) -> nn.Module:
             strides=config.strides,
             kernel_size=config.kernel_size,
             num_res_units=config.num_res_units,
-            norm=_unet_norm(config),
+            # MONAI's GroupNorm takes one num_groups for every layer; 1 always divides, and each layer then
+            # gets KM-UNet's own group count for its channels (_regroup)
+            norm=("group", {"num_groups": 1}) if config.norm == "group" else config.norm,
             dropout=config.dropout,
         )
+        if config.norm == "group":
+            _regroup(unet, config.spatial_dims)
+        return unet
     raise ValueError(f"unknown network name {config.name!r}; valid: {list(NETWORKS)}")
 
 
-def _unet_norm(config: NetworkConfig) -> str | tuple[str, dict[str, int]]:
-    """MONAI ``norm`` argument: the name, or ``("group", {"num_groups": n})`` (MONAI's GroupNorm needs n).
-
-    MONAI's ``UNet`` normalises every level's channels, and with residual units also ``out_channels``
-    (the top up-sampling convolution), all with one ``num_groups``: the greatest common divisor of the
-    group counts :func:`~kmunet.networks.kmunet.make_norm` (KM-UNet's rule) gives each of them, so it
-    divides every one (8 when all of them are multiples of 8).
-    """
-    if config.norm != "group":
-        return config.norm
-    counts = tuple(config.channels) + ((config.out_channels,) if config.num_res_units > 0 else ())
-    return "group", {"num_groups": math.gcd(*(make_norm("group", config.spatial_dims, c).num_groups for c in counts))}
+def _regroup(model: nn.Module, spatial_dims: int) -> None:
+    """Replace every ``nn.GroupNorm`` of ``model`` (in place) by :func:`~kmunet.networks.kmunet.make_norm`'s
+    group norm for its channel count, as KM-UNet normalises (``gcd(8, channels)`` groups, affine)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.GroupNorm):
+                setattr(parent, name, make_norm("group", spatial_dims, child.num_channels))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -101,6 +101,19 @@ def test_output_folder_equal_to_input_never_overwrites_inputs(tmp_path: Path) ->
     assert {c.status for c in report.cases} == {"failed"}
 
 
+
+def test_outputs_never_overwrite_skipped_files_of_the_input_folder(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    (inp / "scans").mkdir(parents=True)
+    save_nifti(inp / "scans" / "a.nii.gz", make_volume(), np.eye(4))
+    save_nifti(inp / "scans" / "b.nii.gz", make_volume(seed=2), np.eye(4))
+    (inp / "a.png").write_bytes(b"not a case of a 3D model")  # skipped, but a's --png overlay would be a.png
+    report = _predict(inp, inp, allow_output_in_input=True, overwrite=True, png=True)
+    status = {c.case: (c.status, c.error) for c in report.cases}
+    assert status["a"][0] == "failed" and "a file of the input folder that is not a case" in status["a"][1]
+    assert status["b"][0] == "ok" and (inp / "b.png").is_file()
+    assert (inp / "a.png").read_bytes() == b"not a case of a 3D model"
+
 # --- 3: two cases writing the same output ----------------------------------------------------------------
 
 def test_cases_whose_outputs_collide_fail_and_others_run(tmp_path: Path) -> None:
@@ -286,6 +299,95 @@ def test_old_reports_with_relative_paths_are_read(tmp_path: Path, monkeypatch: p
     (case,) = _predict(inp, out).cases
     assert case.status == "exists" and case.volumes_mm3 == volumes["a"]
 
+
+
+def test_old_report_with_relative_input_and_absolute_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cd T && kmunet predict --input in --output /abs/results/out` (an earlier kmunet, no cwd recorded)."""
+    inp, out = tmp_path / "in", tmp_path / "results" / "out"
+    inp.mkdir()
+    save_nifti(inp / "a.nii.gz", make_volume(), np.eye(4))
+    _predict(inp, out)
+    path = out / "predict_report.json"
+    data = json.loads(path.read_text())
+    for c in data["cases"]:
+        c["input"] = os.path.relpath(c["input"], tmp_path)  # relative input, absolute output
+    path.write_text(json.dumps({k: v for k, v in data.items() if k != "cwd"}))
+    monkeypatch.chdir(tmp_path)
+    report = _predict("in", out)
+    (case,) = report.cases
+    assert case.status == "exists" and report.exit_code == 0  # not "made from another input"
+
+
+# --- 9: case names never collide, refused cases keep their earlier record, renames roll back ------------
+
+def test_deduplicated_names_do_not_take_a_real_case_name(tmp_path: Path) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for sub in ("a", "b"):
+        (inp / sub).mkdir(parents=True)
+    a = save_nifti(inp / "a" / "img.nii.gz", make_volume(seed=1), np.eye(4))
+    b = save_nifti(inp / "b" / "img.nii.gz", make_volume((18, 20, 16), seed=2), np.eye(4))
+    c = save_nifti(inp / "img_2.nii.gz", make_volume((22, 22, 18), seed=3), np.eye(4))
+    names = [x.name for x in discover_cases(inp)[0]]
+    assert len({n.lower() for n in names}) == 3 and "img_2" in names
+    report = _predict(inp, out, overwrite=True)
+    assert [x.status for x in report.cases] == ["ok"] * 3
+    outputs = {x.input: x.output for x in report.cases}
+    assert len(set(outputs.values())) == 3  # three masks, none written twice
+    for src, shape in ((a, (20, 24, 16)), (b, (18, 20, 16)), (c, (22, 22, 18))):
+        assert nib.load(outputs[str(src.resolve())]).shape == shape
+
+
+def test_unique_names() -> None:
+    from kmunet.inference.cases import unique_names
+
+    assert unique_names(["img", "img", "img_2"]) == ["img", "img_3", "img_2"]
+    assert unique_names(["A", "a", "a_2", "b"]) == ["A", "a_3", "a_2", "b"]
+    assert unique_names(["x", "x", "x"]) == ["x", "x_2", "x_3"]
+
+
+def test_refused_cases_keep_the_earlier_record_of_their_masks(tmp_path: Path) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    save_nifti(inp / "x.nii.gz", make_volume(seed=1), np.eye(4))
+    save_nifti(inp / "x_probabilities.nii.gz", make_volume(seed=2), np.eye(4))
+    first = {c.case: c for c in _predict(inp, out).cases}
+    lines: list[str] = []
+    second = _predict(inp, out, save_probabilities=True, log=lines.append)  # x's map would be the other's mask
+    assert [c.status for c in second.cases] == ["failed", "failed"]
+    assert all("left in place" in c.note for c in second.cases)
+    assert any(x.startswith("note: x: it was refused") for x in lines)
+    third = {c.case: c for c in _predict(inp, out).cases}
+    for name in ("x", "x_probabilities"):  # still described with the first run's details
+        assert third[name].status == "exists"
+        assert third[name].volumes_mm3 == first[name].volumes_mm3 and third[name].shape == first[name].shape
+        assert third[name].made_with == first[name].made_with
+
+
+def test_staged_commit_rolls_back_to_the_earlier_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kmunet.inference import writers
+
+    old = {name: (tmp_path / name) for name in ("m.nii.gz", "p.nii.gz")}
+    for name, path in old.items():
+        path.write_text(f"old {name}")
+    real, failed = os.replace, []
+
+    def flaky(src: object, dst: object) -> None:
+        if Path(dst).name == "m.nii.gz" and ".tmp-" in Path(src).name and not failed and "new" in Path(src).read_text():
+            failed.append(dst)
+            raise OSError("EIO on rename")
+        real(src, dst)
+
+    monkeypatch.setattr(writers.os, "replace", flaky)
+    with pytest.raises(OSError, match="EIO"):
+        with writers.staged_outputs() as stage:
+            for name in ("p.nii.gz", "m.nii.gz"):  # p is renamed first, then m fails
+                stage.temp(tmp_path / name).write_text(f"new {name}")
+    assert failed
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {n: f"old {n}" for n in old}  # all as before
+    with writers.staged_outputs() as stage:  # and a clean commit replaces them and leaves nothing hidden
+        for name in old:
+            stage.temp(tmp_path / name).write_text(f"new {name}")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {n: f"new {n}" for n in old}
 
 # --- 8: NIfTI headers copied exactly ---------------------------------------------------------------------
 
