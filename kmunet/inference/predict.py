@@ -29,7 +29,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -372,7 +372,11 @@ def _same_input(row: Mapping[str, Any], res: CaseResult) -> bool:
     return _identity(row) == _identity({"input": res.input, "series_uid": res.series_uid})
 
 
-def _read_earlier_report(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+#: What :func:`_read_earlier_report` returns: the earlier report's rows and mask settings, or None.
+Earlier = Optional[tuple[list[dict[str, Any]], dict[str, Any]]]
+
+
+def _read_earlier_report(out: Path) -> Earlier:
     """The case rows and mask settings of the ``predict_report.json`` in ``out``, None if absent or unreadable.
 
     Path fields are returned absolute. Reports of earlier kmunet versions stored them as given on the
@@ -402,9 +406,8 @@ def _read_earlier_report(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any
     return rows, settings
 
 
-def _earlier_owners(out: Path) -> dict[str, dict[str, Any]]:
-    """Path key of every output an earlier report in ``out`` lists -> the row that made it."""
-    earlier = _read_earlier_report(out)
+def _earlier_owners(earlier: Earlier) -> dict[str, dict[str, Any]]:
+    """Path key of every output the earlier report (:func:`_read_earlier_report`) lists -> the row that made it."""
     owners: dict[str, dict[str, Any]] = {}
     for row in earlier[0] if earlier else []:
         for key in ("output", "probabilities", "png"):
@@ -413,8 +416,8 @@ def _earlier_owners(out: Path) -> dict[str, dict[str, Any]]:
     return owners
 
 
-def _carry_over(report: PredictReport, out: Path, emit: Callable[[str], None]) -> list[CaseResult]:
-    """Keep what an earlier ``predict_report.json`` in ``out`` says about cases this run did not redo.
+def _carry_over(report: PredictReport, earlier: Earlier, emit: Callable[[str], None]) -> list[CaseResult]:
+    """Keep what the earlier ``predict_report.json`` (:func:`_read_earlier_report`) says about cases this run did not redo.
 
     A case of this run that was skipped because its output exists gets the earlier run's shape,
     spacing, volumes and ``made_with`` (with a ``note``, also emitted, when those settings differ from
@@ -426,7 +429,6 @@ def _carry_over(report: PredictReport, out: Path, emit: Callable[[str], None]) -
     Returns:
         The earlier cases to add to the written report (``report.cases`` itself stays this run's).
     """
-    earlier = _read_earlier_report(out)
     if earlier is None:
         return []
     rows, earlier_settings = earlier
@@ -474,8 +476,8 @@ def _carry_over(report: PredictReport, out: Path, emit: Callable[[str], None]) -
     return carried
 
 
-def _write_reports(report: PredictReport, out: Path, suffix: str, emit: Callable[[str], None]) -> None:
-    carried = [] if suffix else _carry_over(report, out, emit)
+def _write_reports(report: PredictReport, out: Path, suffix: str, earlier: Earlier, emit: Callable[[str], None]) -> None:
+    carried = [] if suffix else _carry_over(report, earlier, emit)
     full = replace(report, cases=report.cases + carried)
     report.report_json = str(out / f"predict_report{suffix}.json")
     report.report_csv = str(out / f"predict_report{suffix}.csv")
@@ -783,7 +785,8 @@ def predict_folder(
     plans = {c.name: _plan_outputs(c, out, fmt, save_probabilities, png) for c in all_cases}
     refused = _refused_cases(all_cases, plans, [Path(f) for f, _ in skipped])
     cases, rank, world = _shard(all_cases)
-    owners = _earlier_owners(out)  # who made the outputs already in the folder, as the earlier report says
+    earlier = _read_earlier_report(out)  # read once: this run writes the report only at its end
+    owners = _earlier_owners(earlier)  # who made the outputs already in the folder, as the earlier report says
     from kmunet import __version__
 
     report = PredictReport(str(src.resolve()), str(out), "" if predictor is not None else str(members[0]),
@@ -809,16 +812,17 @@ def predict_folder(
                 torch.cuda.empty_cache()
     except BaseException:  # Ctrl-C: the interrupted case left nothing (staged outputs); record the ones done
         with contextlib.suppress(Exception):
-            _write_reports(report, out, suffix, emit)
+            _write_reports(report, out, suffix, earlier, emit)
         raise
 
-    _write_reports(report, out, suffix, emit)
+    _write_reports(report, out, suffix, earlier, emit)
     if world > 1:
-        _merge_rank_reports(report, out, rank, world, emit)
+        _merge_rank_reports(report, out, rank, world, earlier, emit)
     return report
 
 
-def _merge_rank_reports(report: PredictReport, out: Path, rank: int, world: int, emit: Callable[[str], None]) -> None:
+def _merge_rank_reports(report: PredictReport, out: Path, rank: int, world: int, earlier: Earlier,
+                        emit: Callable[[str], None]) -> None:
     """Under torchrun: wait for every rank (gloo barrier), then rank 0 writes the merged report.
 
     Needs a process group (torchrun sets ``MASTER_ADDR``/``MASTER_PORT``); without one the per-rank
@@ -843,7 +847,7 @@ def _merge_rank_reports(report: PredictReport, out: Path, rank: int, world: int,
                 data = json.loads((out / f"predict_report.rank{r}.json").read_text(encoding="utf-8"))
                 merged.cases += [CaseResult(**c) for c in data["cases"]]
             merged.cases.sort(key=lambda c: c.case)
-            _write_reports(merged, out, "", emit)
+            _write_reports(merged, out, "", earlier, emit)
         dist.barrier()
     finally:
         if created:
