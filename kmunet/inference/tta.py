@@ -5,6 +5,10 @@ The network is evaluated on the input and on its mirror images along every subse
 probabilities are averaged. Only axes the network was trained to be invariant to (the training
 config's ``data.flip_axes``) should be mirrored: for the hippocampus that is the left-right axis alone,
 because an anterior-posterior flip swaps the two labels.
+
+An ensemble whose members were trained with different patch sizes
+(:attr:`kmunet.networks.ProbabilityEnsemble.mixed_windows`) runs each member over the image in its own
+window; the members' probabilities are averaged.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ def sliding_window_probabilities(
         inputs: ``(B, C, *spatial)`` image batch.
         roi_size: window size (one entry per spatial axis).
         sw_batch_size: windows per forward pass.
-        predictor: maps ``(B, C, *roi)`` to logits ``(B, K, *roi)``.
+        predictor: maps ``(B, C, *roi)`` to logits ``(B, K, *roi)``. A
+            :class:`~kmunet.networks.ProbabilityEnsemble` with mixed windows ignores ``roi_size``: each
+            member uses its own.
         overlap: window overlap.
         mirror_axes: spatial axes to mirror (``()``: no test-time augmentation; ``2**len(axes)`` passes).
         **kwargs: passed to ``sliding_window_inference`` (e.g. ``sw_device``, ``device``).
@@ -59,6 +65,15 @@ def sliding_window_probabilities(
     """
     from monai.inferers import sliding_window_inference
 
+    from kmunet.networks.ensemble import ProbabilityEnsemble
+
+    if isinstance(predictor, ProbabilityEnsemble) and predictor.mixed_windows:
+        assert predictor.windows is not None  # mixed_windows implies windows
+        per_member = [
+            sliding_window_probabilities(inputs, window, sw_batch_size, member, overlap, mirror_axes, **kwargs)
+            for member, window in zip(predictor.members, predictor.windows)
+        ]
+        return torch.stack(per_member).mean(0)  # (M, B, K, *spatial) -> (B, K, *spatial)
     subsets = mirror_subsets(mirror_axes, inputs.ndim - 2)
     total: Tensor | None = None
     for axes in subsets:

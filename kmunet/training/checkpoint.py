@@ -193,7 +193,8 @@ def models_from_checkpoints(
 
     Members must preprocess alike and predict the same classes (their :func:`checkpoint_preprocessing`
     and ``class_names`` are equal), so one pipeline feeds them all and their probabilities can be
-    averaged.
+    averaged. Their training patch sizes may differ: each member then keeps its own sliding window
+    (:attr:`~kmunet.networks.ProbabilityEnsemble.windows`).
 
     Args:
         checkpoints: one path, or several (an ensemble, e.g. the models of several folds or seeds).
@@ -215,7 +216,7 @@ def models_from_checkpoints(
     paths = checkpoint_paths(checkpoints)
     if not paths:
         raise ValueError("no checkpoint given")
-    ckpts, models, configs, compared = [], [], [], []
+    ckpts, models, configs, compared, windows = [], [], [], [], []
     for path in paths:
         ckpt = load_checkpoint(path, map_location="cpu")
         try:
@@ -225,6 +226,7 @@ def models_from_checkpoints(
         settings = checkpoint_preprocessing(ckpt, config)
         settings.pop("version", None)
         settings["class_names"] = checkpoint_class_names(ckpt, settings)
+        windows.append(settings.pop("patch_size", None) or list(config.data.patch_size))
         if same_split:
             settings.update(split_settings(config.data))
         ckpts.append(ckpt)
@@ -237,7 +239,7 @@ def models_from_checkpoints(
             why = ("; scoring needs a validation split that no member trained on"
                    if all(k.startswith("data.") for k in differ) else "")
             raise ValueError(f"{path}: cannot be ensembled with {paths[0]}: they differ in {', '.join(differ)}{why}")
-    model = models[0] if len(models) == 1 else ProbabilityEnsemble(models).eval()
+    model = models[0] if len(models) == 1 else ProbabilityEnsemble(models, windows=windows).eval()
     return model, configs[0], ckpts
 
 

@@ -80,6 +80,24 @@ def test_shipped_drive_model_on_a_real_image(tmp_path: Path, shared_data: Path) 
     assert f1 > 0.75  # a training image of the shipped model: a geometry check, not a benchmark
 
 
+def test_shipped_drive_ensemble_runs_each_member_in_its_own_window(tmp_path: Path, shared_data: Path) -> None:
+    from kmunet.inference.predict import load_model
+
+    image = shared_data / "drive" / "training" / "images" / "23_training.tif"  # a validation image
+    if not image.is_file():
+        pytest.skip("DRIVE data not found")
+    members = [REPO_ROOT / "checkpoints" / f"drive_kmunet{s}.pt" for s in ("", "_p256", "_p384")]
+    loaded = load_model(members)
+    assert loaded.predictor.windows == [(128, 128), (256, 256), (384, 384)]
+    report = predict_folder(image, tmp_path / "out", checkpoint=members, device="cpu", progress=False)
+    assert report.exit_code == 0 and report.cases[0].warning == ""
+    mask = np.asarray(Image.open(tmp_path / "out" / "23_training.png")) > 127
+    manual = np.asarray(Image.open(shared_data / "drive" / "training" / "1st_manual" / "23_manual1.gif")) > 127
+    fov = np.asarray(Image.open(shared_data / "drive" / "training" / "mask" / "23_training_mask.gif")) > 0
+    f1 = 2 * (mask & manual & fov).sum() / ((mask & fov).sum() + (manual & fov).sum())
+    assert f1 > 0.7  # an image none of the members trained on
+
+
 def test_raster_mask_encoding_follows_the_model_not_the_image(tmp_path: Path) -> None:
     from kmunet.inference.cases import LoadedImage
     from kmunet.inference.writers import write_like_input

@@ -74,3 +74,29 @@ def test_mirroring_an_equivariant_network_changes_nothing() -> None:
         plain = sliding_window_probabilities(x, [8, 8, 8], 2, net)
         mirrored = sliding_window_probabilities(x, [8, 8, 8], 2, net, mirror_axes=(0, 1, 2))
     torch.testing.assert_close(mirrored, plain, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_members_with_their_own_windows_are_averaged_window_by_member(spatial_dims: int) -> None:
+    from kmunet.networks import ProbabilityEnsemble
+
+    torch.manual_seed(0)
+    members = [RampNet(spatial_dims).eval() for _ in range(2)]
+    x = torch.randn(1, 1, *([12] * spatial_dims))
+    windows = [[8] * spatial_dims, [12] * spatial_dims]
+    ensemble = ProbabilityEnsemble(members, windows=windows)
+    assert ensemble.mixed_windows
+    with torch.no_grad():
+        got = sliding_window_probabilities(x, [4] * spatial_dims, 2, ensemble, mirror_axes=(0,))  # roi ignored
+        expected = [sliding_window_probabilities(x, w, 2, m, mirror_axes=(0,)) for m, w in zip(members, windows)]
+    torch.testing.assert_close(got, (expected[0] + expected[1]) / 2)
+    # The ramp depends on the window: running both members in one window gives another answer.
+    with torch.no_grad():
+        shared = sliding_window_probabilities(x, windows[0], 2, ProbabilityEnsemble(members), mirror_axes=(0,))
+    assert (got - shared).abs().max() > 1e-3
+
+    same = ProbabilityEnsemble(members, windows=[windows[0]] * 2)
+    assert not same.mixed_windows  # equal windows: the members are averaged inside each window, as before
+    with torch.no_grad():
+        torch.testing.assert_close(sliding_window_probabilities(x, windows[0], 2, same),
+                                   sliding_window_probabilities(x, windows[0], 2, ProbabilityEnsemble(members)))

@@ -51,3 +51,11 @@ def test_bad_members_raise() -> None:
     mixed = ProbabilityEnsemble([nn.Conv2d(1, 2, 1), nn.Conv2d(1, 3, 1)])
     with pytest.raises(ValueError, match="different output shapes"):
         mixed(torch.zeros(1, 1, 4, 4))
+
+
+def test_bad_windows_raise() -> None:
+    members = [nn.Conv2d(1, 2, 1), nn.Conv2d(1, 2, 1)]
+    assert ProbabilityEnsemble(members, windows=[(8, 8), [16, 16]]).windows == [(8, 8), (16, 16)]
+    for bad in ([(8, 8)], [(8, 8), (8,)], [(8, 8), (0, 8)]):
+        with pytest.raises(ValueError, match="one positive size per member"):
+            ProbabilityEnsemble(members, windows=bad)

@@ -359,6 +359,24 @@ def test_ensemble_accepts_an_older_checkpoint_without_optional_preprocessing_key
         models_from_checkpoints([tmp_path / "older.pt", tmp_path / "unflipped.pt"])
 
 
+def test_members_trained_with_other_patch_sizes_keep_their_windows(tiny_data: Path, tmp_path: Path) -> None:
+    from kmunet.training import models_from_checkpoints
+
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, run, "train.epochs=1"))
+    wider = load_checkpoint(run / "best.pt")
+    small = list(wider["preprocessing"]["patch_size"])
+    wider["preprocessing"]["patch_size"] = [2 * p for p in small]
+    wider["config"]["data"]["patch_size"] = [2 * p for p in small]
+    save_checkpoint(wider, tmp_path / "wider.pt")
+    model, config, _ = models_from_checkpoints([run / "best.pt", tmp_path / "wider.pt"], same_split=True)
+    assert model.windows == [tuple(small), tuple(2 * p for p in small)] and model.mixed_windows
+    assert list(config.data.patch_size) == small  # the first member's config
+    single = evaluate_checkpoint(run / "best.pt")
+    pair = evaluate_checkpoint([run / "best.pt", tmp_path / "wider.pt"], tta=True)
+    assert 0.0 <= pair["mean_dice"] <= 1.0 and pair["cases"] == single["cases"]
+
+
 def test_split_settings_name_only_what_decides_the_split() -> None:
     from kmunet.config import DataConfig
     from kmunet.training.checkpoint import split_settings
