@@ -94,6 +94,9 @@ class NetworkConfig:
         dropout: dropout probability inside conv blocks.
         num_res_units: residual units per level of the MONAI ``UNet`` baseline.
         kan: KAN edge-function settings (KM-UNet only).
+        deep_supervision: auxiliary outputs on that many decoder levels below full resolution, each
+            trained with the segmentation loss on a downsampled label (weights 1, 1/2, 1/4, ...; MONAI
+            ``DeepSupervisionLoss``), as nnU-Net does; 0 turns it off. KM-UNet only.
     """
 
     name: str = "kmunet"
@@ -107,6 +110,7 @@ class NetworkConfig:
     dropout: float = 0.0
     num_res_units: int = 2
     kan: KANConfig = field(default_factory=KANConfig)
+    deep_supervision: int = 0
 
 
 @dataclass(frozen=True)
@@ -210,7 +214,12 @@ class TrainConfig:
         deterministic: ask PyTorch for deterministic algorithms.
         output_dir: where checkpoints, logs and curves go.
         init_from: a kmunet checkpoint whose weights initialise the network (fine-tuning: the
-            optimizer, schedule and epoch count start afresh); its network must match ``network``.
+            optimizer, schedule and epoch count start afresh); its network must match ``network``
+            (deep-supervision heads excepted: those missing start afresh, those extra are dropped).
+        ema_decay: exponential moving average of the weights (0: off). With ``d > 0`` every optimizer
+            step updates ``ema = d' * ema + (1 - d') * weights`` with ``d' = min(d, (1 + t) / (10 + t))``
+            at step ``t`` (a warm-up, as timm's ``ModelEmaV2``), validation scores the averaged weights
+            and the checkpoints' ``state_dict`` holds them (``last.pt`` keeps the raw weights to resume).
     """
 
     epochs: int = 100
@@ -236,6 +245,7 @@ class TrainConfig:
     deterministic: bool = False
     output_dir: str = "runs/experiment"
     init_from: str | None = None
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         """Check value ranges when the config is built (so a bad ``--set`` fails before any training)."""
@@ -250,6 +260,8 @@ class TrainConfig:
             raise ValueError(f"train.sw_overlap must be in [0, 1), got {self.sw_overlap!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown train.schedule {self.schedule!r}; valid: {list(SCHEDULES)}")
+        if not 0 <= check_real("train.ema_decay", self.ema_decay, 0.0) < 1:
+            raise ValueError(f"train.ema_decay must be in [0, 1) (0: no weight averaging), got {self.ema_decay!r}")
 
 
 @dataclass(frozen=True)
@@ -263,6 +275,9 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         """MONAI's ``UNet`` needs patches divisible by its total stride (KM-UNet pads, any size works)."""
+        if self.network.name != "kmunet" and self.network.deep_supervision:
+            raise ValueError(f"network.deep_supervision={self.network.deep_supervision!r} needs network.name='kmunet' "
+                             f"(MONAI's UNet has no auxiliary outputs), got {self.network.name!r}")
         strides, patch = self.network.strides, self.data.patch_size
         if self.network.name != "unet" or not all(is_integer(s) and s >= 1 for s in strides):
             return  # bad strides are build_network's to report

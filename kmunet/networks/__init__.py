@@ -43,10 +43,14 @@ def build_network(config: NetworkConfig) -> nn.Module:
             norm=config.norm,
             dropout=config.dropout,
             kan=config.kan,
+            deep_supervision=config.deep_supervision,
         )
     if config.name == "unet":
         from monai.networks.nets import UNet
 
+        if config.deep_supervision:
+            raise ValueError(f"deep_supervision={config.deep_supervision!r} needs name='kmunet' (MONAI's UNet has "
+                             "no auxiliary outputs)")
         if len(config.strides) != len(config.channels) - 1:
             raise ValueError(f"strides must have len(channels) - 1 entries, got {config.strides!r}")
         unet = UNet(

@@ -105,10 +105,18 @@ class KMUNet(nn.Module):
         norm: ``"instance"``, ``"batch"`` or ``"group"``.
         dropout: dropout inside blocks.
         kan: KAN edge-function settings (grid size, spline order, grid range, ...).
+        deep_supervision: number of auxiliary outputs (0: none). With ``n > 0`` the decoder levels
+            1..n below full resolution get their own ``norm -> SiLU -> 1x1 conv`` head, and in training
+            mode the forward pass returns ``[logits, aux_1, ..., aux_n]``, ``aux_l`` at ``1 / prod(
+            strides[:l])`` of the input size, for a loss on every level (nnU-Net's deep supervision,
+            Isensee et al. 2021; MONAI ``DeepSupervisionLoss``). In eval mode only the logits are
+            returned, so inference is unchanged. At most ``len(strides) - 1`` (the decoder's levels).
 
     Shapes:
         ``(B, in_channels, *spatial) -> (B, out_channels, *spatial)`` for any spatial size: inputs not
-        divisible by the total stride are padded (replicate) and the logits cropped back.
+        divisible by the total stride are padded (replicate) and the logits cropped back. In training
+        mode with ``deep_supervision = n > 0``: a list of ``n + 1`` tensors
+        ``(B, out_channels, *ceil(spatial / prod(strides[:l])))``, ``l = 0..n``.
     """
 
     def __init__(
@@ -122,6 +130,7 @@ class KMUNet(nn.Module):
         norm: str = "instance",
         dropout: float = 0.0,
         kan: KANConfig = KANConfig(),
+        deep_supervision: int = 0,
     ) -> None:
         super().__init__()
         spatial_dims = check_dims("spatial_dims", spatial_dims, tuple(sorted(_CONV)))
@@ -148,6 +157,11 @@ class KMUNet(nn.Module):
             raise ValueError(f"unknown norm {norm!r}; valid: {list(NORMS)}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if not is_integer(deep_supervision) or not 0 <= deep_supervision < len(strides):
+            raise ValueError(f"deep_supervision must be an integer in [0, len(strides) - 1 = {len(strides) - 1}] "
+                             f"(decoder levels below full resolution), got {deep_supervision!r}")
+        self.deep_supervision = int(deep_supervision)
+        self.strides = strides
         self.spatial_dims = spatial_dims
         self.total_stride = math.prod(strides)
         block = dict(spatial_dims=spatial_dims, kernel_size=kernel_size, norm=norm, dropout=dropout, kan=kan)
@@ -162,11 +176,18 @@ class KMUNet(nn.Module):
             s = strides[i]
             self.upsample.append(_CONV_T[spatial_dims](channels[i + 1], channels[i], kernel_size=s, stride=s))
             self.decoder.append(KANResBlock(in_channels=2 * channels[i], out_channels=channels[i], **block))
-        self.head = nn.Sequential(
-            make_norm(norm, spatial_dims, channels[0]), nn.SiLU(), _CONV[spatial_dims](channels[0], out_channels, 1)
+        self.head = self._make_head(norm, channels[0], out_channels)
+        # aux_heads[l - 1] reads the decoder output of level l (channels[l] features, 1 / prod(strides[:l]))
+        self.aux_heads = nn.ModuleList(
+            [self._make_head(norm, channels[level], out_channels) for level in range(1, self.deep_supervision + 1)]
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _make_head(self, norm: str, channels: int, out_channels: int) -> nn.Sequential:
+        """``norm -> SiLU -> 1x1 conv`` from ``channels`` features to class logits."""
+        return nn.Sequential(make_norm(norm, self.spatial_dims, channels), nn.SiLU(),
+                             _CONV[self.spatial_dims](channels, out_channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         if x.dim() != self.spatial_dims + 2:
             raise ValueError(f"KMUNet({self.spatial_dims}D) expects (B, C, *spatial), got shape {tuple(x.shape)}")
         spatial = x.shape[2:]
@@ -184,9 +205,16 @@ class KMUNet(nn.Module):
             y = block(y)
             skips.append(y)
         skips.pop()  # the bottleneck output is not a skip
-        for up, block in zip(self.upsample, self.decoder):
+        supervise = self.training and self.deep_supervision > 0
+        aux: list[Tensor] = []
+        for level, up, block in zip(reversed(range(len(self.strides))), self.upsample, self.decoder):
             y = block(torch.cat([up(y), skips.pop()], dim=1))
+            if supervise and 1 <= level <= self.deep_supervision:
+                factor = math.prod(self.strides[:level])
+                crop = tuple(slice(0, -(-n // factor)) for n in spatial)
+                # (B, out, *padded / factor) -> (B, out, *ceil(spatial / factor)): drop the padding's share
+                aux.insert(0, self.aux_heads[level - 1](y)[(slice(None), slice(None)) + crop])
         logits = self.head(y)
         if any(pad):
             logits = logits[(slice(None), slice(None)) + tuple(slice(0, n) for n in spatial)]
-        return logits
+        return [logits, *aux] if supervise else logits

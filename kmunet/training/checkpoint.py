@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "kmunet-checkpoint"
+#: State-dict prefix of KM-UNet's deep-supervision heads (training-only outputs).
+AUX_PREFIX = "aux_heads."
 FORMAT_VERSION = 1
 
 
@@ -257,15 +259,21 @@ def init_weights_from(model: nn.Module, checkpoint: str | Path, network: Network
     Raises:
         FileNotFoundError: the checkpoint does not exist.
         ValueError: not a kmunet checkpoint, or its weights do not fit ``model`` (the message names the
-            file and the network settings that differ).
+            file and the network settings that differ; ``deep_supervision`` alone may differ).
     """
     ckpt = load_checkpoint(checkpoint)
+    state = ckpt["state_dict"]
+    ours = model.state_dict()
+    # deep-supervision heads may differ (fine-tuning a plain model with them, or the other way round):
+    # heads the checkpoint lacks keep their fresh initialisation, heads the model lacks are dropped
+    state = {k: v for k, v in state.items() if not k.startswith(AUX_PREFIX) or k in ours}
+    state.update({k: v for k, v in ours.items() if k.startswith(AUX_PREFIX) and k not in state})
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError as err:
         saved = ckpt["config"].get("network", {})
-        ours = to_dict(network)
-        differ = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+        mine = to_dict(network)
+        differ = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k) and k != "deep_supervision")
         detail = f"network settings differ: {', '.join(differ)}" if differ else first_line(err)
         raise ValueError(f"{checkpoint}: weights do not fit this network ({detail})") from None
     return int(ckpt.get("epoch", -1))

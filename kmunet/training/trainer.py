@@ -40,6 +40,7 @@ from kmunet.training.checkpoint import (
     set_rng_state,
     stored_config,
 )
+from kmunet.training.ema import ModelEMA
 from kmunet.training.schedule import AmpSettings, amp_settings, lr_factor
 
 __all__ = ["TrainResult", "train", "evaluate", "segmentation_sums", "metrics_from_sums"]
@@ -355,7 +356,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             a resume with settings other than :data:`RESUME_MAY_CHANGE` changed.
         FileNotFoundError: ``resume`` without ``last.pt``.
     """
-    from monai.losses import DiceCELoss
+    from monai.losses import DeepSupervisionLoss, DiceCELoss
     from tqdm import tqdm
 
     from kmunet.data import build_dataloaders, preprocessing_params, training_data_summary, validate_dataset
@@ -419,8 +420,14 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
         model = build_network(config.network).to(dev)
         amp = amp_settings(dev, tc.amp)
         scaler = torch.amp.GradScaler("cuda") if amp.use_scaler else None
+        ema: ModelEMA | None = None
         if ckpt is not None:
-            model.load_state_dict(ckpt["state_dict"])
+            # with weight averaging, state_dict holds the average and train_state_dict the raw weights
+            model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]))
+            if tc.ema_decay > 0:
+                ema = ModelEMA(model, tc.ema_decay)
+                ema.module.load_state_dict(ckpt["state_dict"])
+                ema.updates = int(ckpt.get("ema_updates", step))
             start_epoch, step = ckpt["epoch"] + 1, ckpt["step"]
             best_metric, best_epoch, history = ckpt["best_metric"], ckpt["best_epoch"], list(ckpt["history"])
             if start_epoch >= tc.epochs and is_main:
@@ -431,6 +438,8 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             if is_main:
                 saved_at = f"epoch {init_epoch + 1}" if init_epoch >= 0 else "epoch not recorded"
                 print(f"initialised from {tc.init_from} ({saved_at}); optimizer and schedule start afresh")
+        if ema is None and tc.ema_decay > 0:
+            ema = ModelEMA(model, tc.ema_decay)
         opt, sched = _make_optimizer(model, config, total_steps, warmup_steps, step)
         if ckpt is not None:
             opt.load_state_dict(ckpt["optimizer"])
@@ -440,7 +449,11 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             set_rng_state(ckpt["rng"])
         ddp = world_size > 1
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) if ddp else model
-        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=tc.dice_weight, lambda_ce=tc.ce_weight)
+        # one loss for plain logits and for deep supervision's [logits, aux_1, ...] (weights 1, 1/2, 1/4, ...;
+        # each auxiliary output is scored against the label downsampled by nearest-exact interpolation)
+        loss_fn = DeepSupervisionLoss(
+            DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=tc.dice_weight, lambda_ce=tc.ce_weight), weight_mode="exp"
+        )
         has_kan = any(True for _ in kan_layers(model))
         extend_at = dict(tc.grid_extend)
 
@@ -476,6 +489,8 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
                     config = dataclasses.replace(config, network=dataclasses.replace(config.network, kan=kan_cfg))
                 model.to(dev)
                 opt, sched = _make_optimizer(model, config, total_steps, warmup_steps, step)  # new parameter shapes
+                if ema is not None:
+                    ema.reset(model)  # averaging coefficients of other grids (or shapes) would mean nothing
                 net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) if ddp else model
             net.train()
             running, count = 0.0, 0
@@ -483,8 +498,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             for batch in bar:
                 image, label = batch["image"].to(dev), batch["label"].to(dev)
                 with torch.autocast(dev.type, dtype=amp.dtype or torch.float32, enabled=amp.dtype is not None):
-                    logits = net(image)
-                    loss = loss_fn(logits.float(), label)
+                    loss = loss_fn(net(image), label.float())
                     if has_kan and tc.kan_reg_weight > 0:
                         loss = loss + tc.kan_reg_weight * kan_regularization(model, tc.kan_reg_mu1, tc.kan_reg_mu2)
                 opt.zero_grad(set_to_none=True)
@@ -500,6 +514,8 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
                     scaler.update()
                 else:
                     opt.step()
+                if ema is not None:
+                    ema.update(model)
                 sched.step()
                 step += 1
                 running += loss.item()
@@ -514,7 +530,8 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             validate = (epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs
             improved = False
             if validate:
-                sums = _all_reduce(_evaluate_sums(model, val_loader, config, dev, amp), world_size)
+                scored = ema.module if ema is not None else model
+                sums = _all_reduce(_evaluate_sums(scored, val_loader, config, dev, amp), world_size)
                 last_metrics = metrics_from_sums(sums, class_names)
                 score = last_metrics.get("f1_fov", last_metrics["mean_dice"])
                 for name, value in last_metrics["dice"].items():
@@ -532,7 +549,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
                     "format": CHECKPOINT_FORMAT,
                     "format_version": FORMAT_VERSION,
                     "kmunet_version": __version__,
-                    "state_dict": model.state_dict(),
+                    "state_dict": (ema.module if ema is not None else model).state_dict(),
                     "config": to_dict(config),
                     "class_names": class_names,
                     "preprocessing": preprocessing,
@@ -552,6 +569,8 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
                     "scaler": scaler.state_dict() if scaler is not None else None,
                     "rng": rng_state(),
                 }
+                if ema is not None:
+                    resume_state.update(train_state_dict=model.state_dict(), ema_updates=ema.updates)
                 save_checkpoint({**payload, **resume_state}, output / "last.pt")
                 save_config(config, output / "config.yaml")
                 _write_csv(history, output / "metrics.csv")

@@ -131,3 +131,44 @@ def test_res_block_needs_an_odd_kernel() -> None:
 
     with pytest.raises(ValueError, match="kernel_size must be a positive odd integer"):
         KANResBlock(2, 2, 2, kernel_size=2)
+
+
+@pytest.mark.parametrize("dims,spatial", [(2, (16, 16)), (2, (17, 23)), (3, (8, 12, 8)), (3, (9, 11, 7))])
+def test_deep_supervision_outputs_every_level_in_training_only(dims: int, spatial: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    net = KMUNet(dims, 1, 3, channels=(4, 8, 8, 8), strides=(2, 2, 2), kan=SMALL_KAN, deep_supervision=2)
+    x = torch.randn((2, 1) + spatial)
+    outputs = net(x)
+    assert isinstance(outputs, list) and len(outputs) == 3
+    for level, out in enumerate(outputs):  # level l: ceil(size / 2 ** l) per axis
+        assert out.shape == (2, 3) + tuple(-(-n // 2**level) for n in spatial), level
+        assert torch.isfinite(out).all()
+    sum(out.square().mean() for out in outputs).backward()
+    for name, p in net.named_parameters():  # the auxiliary heads train too
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    net.eval()
+    with torch.no_grad():
+        logits = net(x)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 3) + spatial
+    # the heads do not change the main output: same weights without them give the same logits
+    plain = KMUNet(dims, 1, 3, channels=(4, 8, 8, 8), strides=(2, 2, 2), kan=SMALL_KAN).eval()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("aux_heads.")})
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), logits)
+
+
+@pytest.mark.parametrize("value", [-1, 2, 1.5, "1"])
+def test_deep_supervision_beyond_the_decoder_raises(value: object) -> None:
+    with pytest.raises(ValueError, match=r"deep_supervision must be an integer in \[0, len\(strides\) - 1 = 1\]"):
+        KMUNet(2, 1, 2, channels=(4, 8, 8), strides=(2, 2), deep_supervision=value)  # type: ignore[arg-type]
+
+
+def test_deep_supervision_is_kmunet_only() -> None:
+    from kmunet.config import ExperimentConfig, load_config
+
+    cfg = NetworkConfig(name="unet", spatial_dims=2, channels=(4, 8), strides=(2,), deep_supervision=1)
+    with pytest.raises(ValueError, match="deep_supervision=1 needs name='kmunet'"):
+        build_network(cfg)
+    with pytest.raises(ValueError, match="network.deep_supervision=1 needs network.name='kmunet'"):
+        load_config(None, ["network.name=unet", "network.deep_supervision=1", "data.patch_size=[32, 32, 32]"])
+    assert ExperimentConfig().network.deep_supervision == 0

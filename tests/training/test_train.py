@@ -198,6 +198,44 @@ def test_init_from_starts_from_the_checkpoint_weights(tiny_data: Path, tmp_path:
         train(tiny_config(tiny_data, tmp_path / "none", f"train.init_from={tmp_path / 'missing.pt'}"))
 
 
+DEEP = ("network.channels=[4, 8, 8]", "network.strides=[2, 2]", "network.deep_supervision=1", "train.ema_decay=0.9")
+
+
+def test_deep_supervision_with_weight_averaging_resumes_exactly(tiny_data: Path, tmp_path: Path) -> None:
+    straight = train(tiny_config(tiny_data, tmp_path / "straight", *DEEP))
+    config = tiny_config(tiny_data, tmp_path / "resumed", *DEEP)
+    _run_until(config, stop_after=1)
+    resumed = train(config, resume=True)
+    a, b = load_checkpoint(straight.last_checkpoint), load_checkpoint(resumed.last_checkpoint)
+    for part in ("state_dict", "train_state_dict"):  # the average and the raw weights both continue exactly
+        assert a[part].keys() == b[part].keys()
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), (part, key)
+    assert a["ema_updates"] == b["ema_updates"] == 2 * 2  # 2 epochs of 2 steps (4 training cases, batch 2)
+    assert any(k.startswith("aux_heads.") for k in a["state_dict"])
+    # the checkpoints hold the average, which is not the last weights
+    assert not all(torch.equal(a["state_dict"][k], a["train_state_dict"][k]) for k in a["state_dict"])
+    best = load_checkpoint(straight.best_checkpoint)
+    assert "train_state_dict" not in best  # best.pt holds the weights to use: the average
+    model, cfg = model_from_checkpoint(straight.best_checkpoint)  # inference: plain logits
+    assert cfg.network.deep_supervision == 1 and cfg.train.ema_decay == 0.9
+    assert model(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
+
+
+def test_init_from_adds_or_drops_deep_supervision_heads(tiny_data: Path, tmp_path: Path) -> None:
+    plain = ("network.channels=[4, 8, 8]", "network.strides=[2, 2]")
+    source = train(tiny_config(tiny_data, tmp_path / "plain", *plain, "train.epochs=1"))
+    deep = train(tiny_config(tiny_data, tmp_path / "deep", *plain, "network.deep_supervision=1", "train.epochs=1",
+                             "train.lr=0.0", f"train.init_from={source.best_checkpoint}"))
+    a, b = load_checkpoint(source.best_checkpoint)["state_dict"], load_checkpoint(deep.last_checkpoint)["state_dict"]
+    assert set(b) - set(a) and all(k.startswith("aux_heads.") for k in set(b) - set(a))
+    for key in a:  # lr 0: every shared weight is the source's
+        assert torch.equal(a[key], b[key]), key
+    back = train(tiny_config(tiny_data, tmp_path / "back", *plain, "train.epochs=1", "train.lr=0.0",
+                             f"train.init_from={deep.last_checkpoint}"))
+    assert set(load_checkpoint(back.last_checkpoint)["state_dict"]) == set(a)
+
+
 def _run_until(config: ExperimentConfig, stop_after: int) -> None:
     """Train ``config`` but stop (as a crash would) after ``stop_after`` epochs."""
     import kmunet.training.trainer as trainer
