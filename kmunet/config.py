@@ -95,8 +95,9 @@ class NetworkConfig:
         num_res_units: residual units per level of the MONAI ``UNet`` baseline.
         kan: KAN edge-function settings (KM-UNet only).
         deep_supervision: auxiliary outputs on that many decoder levels below full resolution, each
-            trained with the segmentation loss on a downsampled label (weights 1, 1/2, 1/4, ...; MONAI
-            ``DeepSupervisionLoss``), as nnU-Net does; 0 turns it off. KM-UNet only.
+            trained with the segmentation loss on the label sampled on that level's grid (weights 1, 1/2,
+            1/4, ... normalised to sum to 1, as nnU-Net does; ``kmunet/training/losses.py``); 0 turns it
+            off. KM-UNet only; the checkpoints' parameter count includes the auxiliary heads.
     """
 
     name: str = "kmunet"
@@ -218,8 +219,11 @@ class TrainConfig:
             (deep-supervision heads excepted: those missing start afresh, those extra are dropped).
         ema_decay: exponential moving average of the weights (0: off). With ``d > 0`` every optimizer
             step updates ``ema = d' * ema + (1 - d') * weights`` with ``d' = min(d, (1 + t) / (10 + t))``
-            at step ``t`` (a warm-up, as timm's ``ModelEmaV2``), validation scores the averaged weights
-            and the checkpoints' ``state_dict`` holds them (``last.pt`` keeps the raw weights to resume).
+            at step ``t`` (the warm-up of TensorFlow's ``ExponentialMovingAverage(num_updates=t)``),
+            validation scores the averaged weights and the checkpoints' ``state_dict`` holds them
+            (``last.pt`` keeps the raw weights and the update count to resume). A KAN grid update or
+            extension restarts the average from the current weights (coefficients on another grid
+            cannot be averaged with the new ones).
     """
 
     epochs: int = 100
@@ -275,6 +279,12 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         """MONAI's ``UNet`` needs patches divisible by its total stride (KM-UNet pads, any size works)."""
+        ds = self.network.deep_supervision
+        if not is_integer(ds) or ds < 0:
+            raise ValueError(f"network.deep_supervision must be a non-negative integer (0: off), got {ds!r}")
+        if ds >= max(len(self.network.strides), 1):
+            raise ValueError(f"network.deep_supervision={ds!r} is too large: the decoder has "
+                             f"len(network.strides) - 1 = {len(self.network.strides) - 1} levels below full resolution")
         if self.network.name != "kmunet" and self.network.deep_supervision:
             raise ValueError(f"network.deep_supervision={self.network.deep_supervision!r} needs network.name='kmunet' "
                              f"(MONAI's UNet has no auxiliary outputs), got {self.network.name!r}")

@@ -7,7 +7,9 @@ A kmunet checkpoint is a plain dict of tensors and Python primitives, so it load
      "state_dict": {...}, "config": to_dict(ExperimentConfig), "class_names": [...],
      "preprocessing": {...}, "epoch": int, "metrics": {...}, "best_metric": float,
      # last.pt only (resume state):
-     "optimizer": {...}, "scheduler": {...}, "scaler": {...} | None, "rng": {...}}
+     "optimizer": {...}, "scheduler": {...}, "scaler": {...} | None, "rng": {...},
+     # and with train.ema_decay > 0, where "state_dict" holds the weight average:
+     "train_state_dict": {...}, "ema_updates": int}
 """
 
 from __future__ import annotations

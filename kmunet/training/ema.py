@@ -1,9 +1,10 @@
 """Exponential moving average (EMA) of a model's weights, for validation and checkpoints.
 
 Averaging the weights over the last few thousand optimizer steps smooths the noise of small-batch
-training (Polyak & Juditsky 1992; timm's ``ModelEmaV2``; used by nnU-Net-style pipelines and most
-modern segmentation trainers). Parameters are averaged; buffers (KAN spline grids, batch-norm
-statistics) are copied from the trained model, so the average always uses the current grids.
+training (Polyak & Juditsky 1992; the warm-up follows TensorFlow's ``ExponentialMovingAverage``
+with ``num_updates``). Parameters are averaged; buffers (KAN spline grids, batch-norm statistics)
+are copied from the trained model, so the average always uses the current grids, and the trainer
+restarts the average (:meth:`ModelEMA.reset`) when it updates or extends the grids.
 """
 
 from __future__ import annotations

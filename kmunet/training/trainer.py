@@ -41,6 +41,7 @@ from kmunet.training.checkpoint import (
     stored_config,
 )
 from kmunet.training.ema import ModelEMA
+from kmunet.training.losses import DeepSupervisedLoss
 from kmunet.training.schedule import AmpSettings, amp_settings, lr_factor
 
 __all__ = ["TrainResult", "train", "evaluate", "segmentation_sums", "metrics_from_sums"]
@@ -315,7 +316,7 @@ def _plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax1.plot(epochs, [r["train_loss"] for r in history], label="train loss")
     ax1.set_xlabel("epoch")
-    ax1.set_ylabel("Dice + CE loss")
+    ax1.set_ylabel("training loss")  # Dice + CE, averaged over deep-supervision levels
     ax1.legend()
     val_keys = [k for k in history[-1] if k.startswith("val_")]
     for key in val_keys:
@@ -339,7 +340,8 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
 
     Args:
         config: the resolved experiment config (``train.output_dir`` receives everything).
-        resume: continue from ``output_dir/last.pt`` (same epoch, optimizer, scheduler, scaler, RNG).
+        resume: continue from ``output_dir/last.pt`` (same epoch, optimizer, scheduler, scaler, RNG,
+            and with ``train.ema_decay`` the weight average and its update count).
         device: overrides ``train.device`` (``"auto"``, ``"cpu"``, ``"cuda"``).
         progress: show the per-epoch tqdm bar (off: only the one-line epoch summaries, for log files).
 
@@ -356,7 +358,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             a resume with settings other than :data:`RESUME_MAY_CHANGE` changed.
         FileNotFoundError: ``resume`` without ``last.pt``.
     """
-    from monai.losses import DeepSupervisionLoss, DiceCELoss
+    from monai.losses import DiceCELoss
     from tqdm import tqdm
 
     from kmunet.data import build_dataloaders, preprocessing_params, training_data_summary, validate_dataset
@@ -427,7 +429,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             if tc.ema_decay > 0:
                 ema = ModelEMA(model, tc.ema_decay)
                 ema.module.load_state_dict(ckpt["state_dict"])
-                ema.updates = int(ckpt.get("ema_updates", step))
+                ema.updates = int(ckpt.get("ema_updates", ckpt["step"]))
             start_epoch, step = ckpt["epoch"] + 1, ckpt["step"]
             best_metric, best_epoch, history = ckpt["best_metric"], ckpt["best_epoch"], list(ckpt["history"])
             if start_epoch >= tc.epochs and is_main:
@@ -449,10 +451,12 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             set_rng_state(ckpt["rng"])
         ddp = world_size > 1
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) if ddp else model
-        # one loss for plain logits and for deep supervision's [logits, aux_1, ...] (weights 1, 1/2, 1/4, ...;
-        # each auxiliary output is scored against the label downsampled by nearest-exact interpolation)
-        loss_fn = DeepSupervisionLoss(
-            DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=tc.dice_weight, lambda_ce=tc.ce_weight), weight_mode="exp"
+        # one loss for plain logits and for deep supervision's [logits, aux_1, ...] (weights 2^-l normalised
+        # to sum to 1; each auxiliary output is scored against the label sampled on its own grid)
+        strides = config.network.strides
+        loss_fn = DeepSupervisedLoss(
+            DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=tc.dice_weight, lambda_ce=tc.ce_weight),
+            factors=[math.prod(strides[:level]) for level in range(1, config.network.deep_supervision + 1)],
         )
         has_kan = any(True for _ in kan_layers(model))
         extend_at = dict(tc.grid_extend)

@@ -172,3 +172,15 @@ def test_deep_supervision_is_kmunet_only() -> None:
     with pytest.raises(ValueError, match="network.deep_supervision=1 needs network.name='kmunet'"):
         load_config(None, ["network.name=unet", "network.deep_supervision=1", "data.patch_size=[32, 32, 32]"])
     assert ExperimentConfig().network.deep_supervision == 0
+
+
+@pytest.mark.parametrize("value,message", [(-1, "must be a non-negative integer"), (1.5, "expected an integer, got 1.5"),
+                                           (3, "deep_supervision=3 is too large: the decoder has len")])
+def test_deep_supervision_range_is_checked_with_the_config(value: object, message: str) -> None:
+    from kmunet.config import load_config
+
+    with pytest.raises(ValueError, match=message):  # a bad --set fails before any data is read
+        load_config(None, [f"network.deep_supervision={value}", "network.strides=[2, 2, 2]"])
+    for name in ("kmunet", "unet"):  # negatives are refused whatever the network
+        with pytest.raises(ValueError, match="must be a non-negative integer"):
+            load_config(None, [f"network.name={name}", "network.deep_supervision=-1", "data.patch_size=[32, 32, 32]"])
