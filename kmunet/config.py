@@ -282,7 +282,7 @@ class ExperimentConfig:
         ds = self.network.deep_supervision
         if not is_integer(ds) or ds < 0:
             raise ValueError(f"network.deep_supervision must be a non-negative integer (0: off), got {ds!r}")
-        if ds >= max(len(self.network.strides), 1):
+        if ds and ds >= len(self.network.strides):
             raise ValueError(f"network.deep_supervision={ds!r} is too large: the decoder has "
                              f"len(network.strides) - 1 = {len(self.network.strides) - 1} levels below full resolution")
         if self.network.name != "kmunet" and self.network.deep_supervision:

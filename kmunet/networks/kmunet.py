@@ -21,7 +21,7 @@ from kmunet.config import KANConfig
 from kmunet.kan import KANConv
 from kmunet.checks import check_dims, check_int, is_integer
 
-__all__ = ["KMUNet", "KANResBlock", "make_norm", "NORMS"]
+__all__ = ["KMUNet", "KANResBlock", "make_norm", "pad_to_multiple", "NORMS"]
 
 #: Valid ``norm`` names.
 NORMS = ("instance", "batch", "group")
@@ -30,6 +30,26 @@ _CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _INSTANCE = {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
 _BATCH = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Pad each spatial axis at its high end, by replicating the edge, up to a multiple of ``multiple``.
+
+    Args:
+        x: ``(B, C, *spatial)`` (any dtype: integer label maps are padded through float and back).
+        multiple: the size every spatial axis must be divisible by.
+
+    Returns:
+        ``(B, C, *ceil(spatial / multiple) * multiple)``; ``x`` itself when nothing needs padding.
+    """
+    pad = [(-n) % multiple for n in x.shape[2:]]
+    if not any(pad):
+        return x
+    # F.pad takes (last_lo, last_hi, ..., first_lo, first_hi): pad at the high end only
+    widths = [p for n in reversed(pad) for p in (0, n)]
+    if x.is_floating_point():
+        return F.pad(x, widths, mode="replicate")
+    return F.pad(x.float(), widths, mode="replicate").to(x.dtype)  # replicate padding needs a float tensor
 
 def make_norm(norm: str, spatial_dims: int, channels: int) -> nn.Module:
     """Normalisation layer by name (``"instance"``, ``"batch"`` or ``"group"``), with affine parameters."""
@@ -164,6 +184,8 @@ class KMUNet(nn.Module):
         self.strides = strides
         self.spatial_dims = spatial_dims
         self.total_stride = math.prod(strides)
+        # total stride of each auxiliary output: aux_l is 1 / prod(strides[:l]) of the input size
+        self.aux_strides = tuple(math.prod(strides[:level]) for level in range(1, self.deep_supervision + 1))
         block = dict(spatial_dims=spatial_dims, kernel_size=kernel_size, norm=norm, dropout=dropout, kan=kan)
         _check_odd_kernel(kernel_size)  # before the stem: every block needs it
         self.stem = _CONV[spatial_dims](in_channels, channels[0], kernel_size, padding=(kernel_size - 1) // 2)
@@ -195,11 +217,7 @@ class KMUNet(nn.Module):
             raise ValueError(f"input spatial shape {list(spatial)} is too small for KMUNet: its bottleneck (1/"
                              f"{self.total_stride} per axis) would hold a single voxel, which normalisation cannot "
                              f"handle; give at least {self.total_stride + 1} voxels along some axis")
-        pad = [(-n) % self.total_stride for n in spatial]
-        if any(pad):
-            # F.pad takes (last_lo, last_hi, ..., first_lo, first_hi): pad at the high end only.
-            x = F.pad(x, [p for n in reversed(pad) for p in (0, n)], mode="replicate")
-        y = self.stem(x)
+        y = self.stem(pad_to_multiple(x, self.total_stride))
         skips = []
         for block in self.encoder:
             y = block(y)
@@ -210,11 +228,11 @@ class KMUNet(nn.Module):
         for level, up, block in zip(reversed(range(len(self.strides))), self.upsample, self.decoder):
             y = block(torch.cat([up(y), skips.pop()], dim=1))
             if supervise and 1 <= level <= self.deep_supervision:
-                factor = math.prod(self.strides[:level])
+                factor = self.aux_strides[level - 1]
                 crop = tuple(slice(0, -(-n // factor)) for n in spatial)
                 # (B, out, *padded / factor) -> (B, out, *ceil(spatial / factor)): drop the padding's share
                 aux.insert(0, self.aux_heads[level - 1](y)[(slice(None), slice(None)) + crop])
         logits = self.head(y)
-        if any(pad):
+        if logits.shape[2:] != spatial:  # the input was padded: crop back
             logits = logits[(slice(None), slice(None)) + tuple(slice(0, n) for n in spatial)]
         return [logits, *aux] if supervise else logits

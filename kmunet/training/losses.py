@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from kmunet.checks import is_integer
+from kmunet.networks.kmunet import pad_to_multiple
 
 __all__ = ["DeepSupervisedLoss", "deep_supervision_weights", "downsample_label"]
 
@@ -51,15 +51,9 @@ def downsample_label(label: Tensor, factor: int) -> Tensor:
         raise ValueError(f"label must be (B, 1, *spatial), got shape {tuple(label.shape)}")
     if factor == 1:
         return label
-    spatial = label.shape[2:]
-    pad = [(-n) % factor for n in spatial]
-    if any(pad):
-        # F.pad takes (last_lo, last_hi, ..., first_lo, first_hi); replicate needs a float tensor
-        padded = F.pad(label.float(), [p for n in reversed(pad) for p in (0, n)], mode="replicate").to(label.dtype)
-    else:
-        padded = label
     centre = factor // 2
-    return padded[(slice(None), slice(None)) + tuple(slice(centre, None, factor) for _ in spatial)]
+    # (B, 1, *spatial) -> padded to a multiple of factor -> every factor-th voxel from the first block's centre
+    return pad_to_multiple(label, factor)[(slice(None), slice(None)) + (slice(centre, None, factor),) * (label.ndim - 2)]
 
 
 class DeepSupervisedLoss(nn.Module):
@@ -67,7 +61,8 @@ class DeepSupervisedLoss(nn.Module):
 
     Args:
         loss: the per-level loss, called as ``loss(logits, label)`` (e.g. MONAI ``DiceCELoss``).
-        factors: total stride of each auxiliary output, ``(prod(strides[:1]), ..., prod(strides[:n]))``.
+        factors: total stride of each auxiliary output, ``(prod(strides[:1]), ..., prod(strides[:n]))``
+            (a deeply supervised :class:`~kmunet.networks.KMUNet`'s ``aux_strides``).
 
     Shapes:
         ``outputs``: ``(B, K, *spatial)`` or a list whose ``l``-th tensor is ``(B, K, *ceil(spatial /

@@ -453,10 +453,9 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) if ddp else model
         # one loss for plain logits and for deep supervision's [logits, aux_1, ...] (weights 2^-l normalised
         # to sum to 1; each auxiliary output is scored against the label sampled on its own grid)
-        strides = config.network.strides
         loss_fn = DeepSupervisedLoss(
             DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=tc.dice_weight, lambda_ce=tc.ce_weight),
-            factors=[math.prod(strides[:level]) for level in range(1, config.network.deep_supervision + 1)],
+            factors=getattr(model, "aux_strides", ()),  # MONAI's UNet has no auxiliary outputs
         )
         has_kan = any(True for _ in kan_layers(model))
         extend_at = dict(tc.grid_extend)
