@@ -17,7 +17,9 @@ Accelerations 4x (centre fraction 0.08) and 8x (0.04), mask seed 0. CS lambdas a
 the package defaults (chosen on a FLAIR slice of the same study, not on the reported cases); then, on the
 twix and T2 cases, ``--tuned-inr`` (SIREN) runs again with ``--tuned-iterations`` steps and its TV weight
 and SIREN's omega_0 tuned over ``kmunet.mri.INR_TV_GRID`` x ``kmunet.mri.INR_OMEGA_GRID`` against the
-reference, the same kind of per-case tuning CS gets (``kmunet.mri.recon.tune_inr``).
+reference, the same kind of per-case tuning CS gets (``kmunet.mri.recon.tune_inr``); ``--tuned-prior log-tv``
+fits that row with the log-TV prior instead of TV, ``--tuned-tv-grid`` sets its prior weights and
+``--tuned-dc-mu`` its final data-consistency weight (``--acceleration 8`` runs one acceleration only).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/recon.py [--quick] [--data ../shared/data]``.
 """
@@ -35,8 +37,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from kmunet.mri import (CS_LAMBDA_GRID, INR_ITERATIONS, INR_LR, INR_NAMES, INR_OMEGA_GRID, INR_TV_GRID, INR_TV_WEIGHT,
-                        make_mask)
+from kmunet.mri import (CS_LAMBDA_GRID, DC_CG_MU, INR_ITERATIONS, INR_LR, INR_NAMES, INR_OMEGA_GRID, INR_PRIORS, INR_TV_GRID,
+                        INR_TV_WEIGHT, make_mask)
 from kmunet.mri.coils import estimate_sensitivities
 from kmunet.mri.cs import fit_intensity, tune_lambda
 from kmunet.mri.io import KSpaceData, bart_to_coil_first, kspace_from_image, load_image, load_kspace, read_cfl
@@ -91,11 +93,12 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def run_case(name: str, kspace: np.ndarray, reference: np.ndarray, mask: np.ndarray, inrs: list[str],
              iterations: int, cs_grid: tuple[float, ...], cs_iterations: dict[str, int], scaled: bool = False,
-             tuned: tuple[str, int, tuple[float, ...]] | None = None) -> list[dict[str, Any]]:
+             tuned: tuple[str, int, tuple[float, ...], tuple[float, ...], str, float] | None = None) -> list[dict[str, Any]]:
     """All methods on one undersampled k-space; returns the table rows.
 
-    ``tuned = (inr, iterations, tv_grid, omega_grid)`` adds one more INR row: that many steps, TV weight
-    (and SIREN's omega_0) tuned over the grids against the reference; its seconds are the mean of one fit.
+    ``tuned = (inr, iterations, tv_grid, omega_grid, prior, dc_mu)`` adds one more INR row: that many steps
+    with that image prior and final data-consistency weight, the prior's weight (and SIREN's omega_0)
+    tuned over the grids against the reference; its seconds are the mean of one fit.
     """
     rows = []
     (sens, t_sens) = _timed(lambda: estimate_sensitivities(kspace * mask))
@@ -113,15 +116,17 @@ def run_case(name: str, kspace: np.ndarray, reference: np.ndarray, mask: np.ndar
                          f"{res.info['iterations']} its, tv {res.info['tv_weight']:g}, {res.info['parameters']} params, "
                          f"DC {res.info['data_consistency']}", scaled))
     if tuned is not None:
-        inr, its, tv_grid, omega_grid = tuned
+        inr, its, tv_grid, omega_grid, prior, dc_mu = tuned
         ((tv, omega), img, scores), secs = _timed(lambda: tune_inr(
             kspace, mask, reference, sens, inr, tv_grid, omega_grid if inr == "siren" else None, its,
-            fit_scale=scaled, device="cpu", seed=0))
+            fit_scale=scaled, device="cpu", seed=0, prior=prior, dc_mu=dc_mu))
         label = lambda t, w: f"{t:g}" if w is None else f"{t:g}/{w:g}"  # noqa: E731
         tried = ", ".join(f"{label(*k)}: {v:.2f}" for k, v in scores.items())
         what = "tv" if omega is None else "tv/omega_0"
         rows.append(_row(f"INR {inr} tuned", reference, img, secs / len(scores) + t_sens,
-                         f"{its} its, {what} {label(tv, omega)} (grid {{{tried}}} dB, tuning {secs:.0f} s)", scaled))
+                         f"{its} its, prior {prior}, DC mu {dc_mu:g}, {what} {label(tv, omega)} (grid {{{tried}}} dB, "
+                         f"tuning {secs:.0f} s)",
+                         scaled))
     _print_table(name, rows)
     return rows
 
@@ -133,21 +138,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inr", nargs="+", default=list(INR_NAMES), choices=INR_NAMES, help="INRs to run")
     parser.add_argument("--iterations", type=int, default=None, help="INR iterations (default package default)")
     parser.add_argument("--cases", nargs="+", default=["twix", "dicom", "bart"], choices=["twix", "dicom", "bart"])
+    parser.add_argument("--acceleration", type=float, nargs="+", default=None, choices=[r for r, _ in SETTINGS],
+                        help="only these accelerations of the twix and T2 cases (default: all)")
     parser.add_argument("--tv-iterations", type=int, default=2000, help="CS-TV iterations (primal-dual converges slowly)")
     parser.add_argument("--l1-iterations", type=int, default=300, help="CS-L1 iterations")
     parser.add_argument("--tuned-inr", default="siren", choices=[*INR_NAMES, "none"],
                         help="INR rerun with more steps and tuned TV weight / omega_0 (twix and T2 cases; none: skip)")
     parser.add_argument("--tuned-iterations", type=int, default=2000, help="steps of the tuned INR")
+    parser.add_argument("--tuned-prior", default="tv", choices=INR_PRIORS, help="image prior of the tuned INR (default tv)")
+    parser.add_argument("--tuned-dc-mu", type=float, default=DC_CG_MU,
+                        help=f"final data-consistency weight of the tuned INR (multi coil; default {DC_CG_MU:g})")
+    parser.add_argument("--tuned-tv-grid", type=float, nargs="+", default=list(INR_TV_GRID),
+                        help=f"prior weights the tuned INR tries (default {list(INR_TV_GRID)})")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     data = Path(args.data)
     iterations = args.iterations or (20 if args.quick else INR_ITERATIONS)
     settings = SETTINGS[:1] if args.quick else SETTINGS
+    if args.acceleration:
+        settings = tuple((r, cf) for r, cf in settings if r in args.acceleration)
     cs_grid = CS_LAMBDA_GRID[::2] if args.quick else CS_LAMBDA_GRID
     cs_iterations = {"cs-tv": 20, "cs-l1": 20} if args.quick else {"cs-tv": args.tv_iterations, "cs-l1": args.l1_iterations}
     tuned = None if args.tuned_inr == "none" else (
-        args.tuned_inr, 20 if args.quick else args.tuned_iterations, INR_TV_GRID[:1] if args.quick else INR_TV_GRID,
-        INR_OMEGA_GRID[:1] if args.quick else INR_OMEGA_GRID)
+        args.tuned_inr, 20 if args.quick else args.tuned_iterations,
+        tuple(args.tuned_tv_grid[:1] if args.quick else args.tuned_tv_grid), INR_OMEGA_GRID[:1] if args.quick else INR_OMEGA_GRID,
+        args.tuned_prior, args.tuned_dc_mu)
     print(f"# kmunet MRI reconstruction benchmark ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)")
     print(f"\ntorch {torch.__version__}, {platform.processor() or platform.machine()}, threads {torch.get_num_threads()}, "
           f"INR iterations {iterations}, INR TV weight {INR_TV_WEIGHT:g}, INR lr {INR_LR:g} (overrides {INR_MODEL_LR}), CS iterations {cs_iterations}, "

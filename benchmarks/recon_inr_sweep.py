@@ -16,6 +16,11 @@ data's calibration lines, to measure how much of the error the coil maps cause; 
 CS-TV row with the same maps for comparison; ``--dc-mu 0.05 0.5`` scores each fit after the final
 multi-coil data-consistency step at every given ``mu`` and without it (one fit, several steps:
 ``kmunet.mri.recon.data_consistency``; default: the package's ``mu`` alone).
+
+Priors: ``--prior log-tv`` fits with the log-TV prior (``--prior-eps`` its edge scale, default the package's);
+``--mask-seed 1`` draws another mask of the same kind (a validation mask for choosing settings that are not
+tuned per case: the reported cases use seed 0); ``--cs-iterations`` sets the CS-TV rows' solver iterations;
+``--no-inr`` prints only the CS-TV rows (a finer lambda grid than ``benchmarks/recon.py``'s).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import numpy as np
 import torch
 from recon import MASK_SEED, ROOT, SETTINGS, t2_case, twix_case  # benchmarks/recon.py, beside this script
 
-from kmunet.mri import make_mask
+from kmunet.mri import INR_LOG_TV_EPS, INR_PRIORS, make_mask
 from kmunet.mri.coils import estimate_sensitivities
 from kmunet.mri.cs import cs_reconstruct
 from kmunet.mri.metrics import all_metrics
@@ -61,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dc-mu", type=float, nargs="+", default=None,
                         help="score every fit with the final data-consistency step at each of these mu, and without it "
                              "(default: the package's mu only)")
+    parser.add_argument("--prior", choices=INR_PRIORS, default="tv", help="INR image prior (default tv)")
+    parser.add_argument("--prior-eps", type=float, default=INR_LOG_TV_EPS,
+                        help=f"edge scale of the log-TV prior (default {INR_LOG_TV_EPS:g})")
+    parser.add_argument("--mask-seed", type=int, default=MASK_SEED, help=f"mask seed (default {MASK_SEED}, the reported one)")
+    parser.add_argument("--cs-iterations", type=int, default=2000, help="CS-TV solver iterations (default 2000)")
+    parser.add_argument("--no-inr", action="store_true", help="only the --cs-lambda rows")
     args = parser.parse_args(argv)
     try:
         grid = [(int(a), float(b)) for a, b in (x.split(":") for x in args.settings)] if args.settings else GRIDS[args.case]
@@ -76,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sim = t2_case(data)
         kspace, shape, reference = sim.kspace, sim.shape, sim.reference
+    print(f"mask seed {args.mask_seed}, prior {args.prior}" + (f" (eps {args.prior_eps:g})" if args.prior == "log-tv" else ""))
     print("| case | R | maps | method | iterations | TV weight | omega_0 | seed | PSNR (dB) | seconds |\n"
           "| --- | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: |")
 
@@ -87,23 +99,24 @@ def main(argv: list[str] | None = None) -> int:
     for accel, cf in SETTINGS:
         if args.acceleration and accel not in args.acceleration:
             continue
-        mask = make_mask("random", shape, accel, cf, seed=MASK_SEED)
+        mask = make_mask("random", shape, accel, cf, seed=args.mask_seed)
         sens = estimate_sensitivities(kspace if args.maps == "full" else kspace * mask)
         for lam in args.cs_lambda:
             t0 = time.perf_counter()
-            image = cs_reconstruct(kspace * mask, mask, sens, method="cs-tv", lam=lam, iterations=2000)
-            row(accel, "CS-TV", 2000, f"lambda {lam:g}", "-", "-", image, time.perf_counter() - t0)
-        for (iterations, tv), omega in itertools.product(grid, args.omega):
+            image = cs_reconstruct(kspace * mask, mask, sens, method="cs-tv", lam=lam, iterations=args.cs_iterations)
+            row(accel, "CS-TV", args.cs_iterations, f"lambda {lam:g}", "-", "-", image, time.perf_counter() - t0)
+        prior = {"prior": args.prior, "prior_eps": args.prior_eps}
+        for (iterations, tv), omega in itertools.product([] if args.no_inr else grid, args.omega):
             images = []
             for seed in args.seeds:
                 t0 = time.perf_counter()
                 if args.dc_mu is None:
                     image, _ = inr_reconstruct(kspace, mask, sens, "siren", iterations=iterations, tv_weight=tv,
-                                               omega_0=omega, seed=seed)
+                                               omega_0=omega, seed=seed, **prior)
                     row(accel, "SIREN", iterations, f"{tv:g}", omega or "default", seed, image, time.perf_counter() - t0)
                 else:  # one fit, then each data-consistency strength (and none)
                     raw, _ = inr_reconstruct(kspace, mask, sens, "siren", iterations=iterations, tv_weight=tv,
-                                             omega_0=omega, seed=seed, final_dc=False)
+                                             omega_0=omega, seed=seed, final_dc=False, **prior)
                     secs = time.perf_counter() - t0
                     row(accel, "SIREN, no final DC", iterations, f"{tv:g}", omega or "default", seed, raw, secs)
                     for mu in args.dc_mu:

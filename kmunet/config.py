@@ -200,6 +200,10 @@ class TrainConfig:
         grad_clip: max gradient norm (0 disables clipping).
         dice_weight: weight of the Dice term of ``DiceCELoss``.
         ce_weight: weight of the cross-entropy term of ``DiceCELoss``.
+        dice_include_background: let the background class into the Dice term (MONAI's default);
+            nnU-Net leaves it out (``False``).
+        dice_batch: one Dice over the whole batch per class instead of one per sample, averaged
+            (nnU-Net's "batch Dice"; steadier on patches where a class is small or absent).
         kan_reg_weight: weight of the KAN L1 + entropy regulariser (0 disables it).
         kan_reg_mu1: weight of the L1 part inside the regulariser.
         kan_reg_mu2: weight of the entropy part inside the regulariser.
@@ -235,6 +239,8 @@ class TrainConfig:
     grad_clip: float = 12.0
     dice_weight: float = 1.0
     ce_weight: float = 1.0
+    dice_include_background: bool = True
+    dice_batch: bool = False
     kan_reg_weight: float = 0.0
     kan_reg_mu1: float = 1.0
     kan_reg_mu2: float = 1.0

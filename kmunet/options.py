@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "INR_MODELS",
+    "INR_PRIORS",
     "MASK_KINDS",
     "RECON_METHODS",
     "RESAMPLE_METHODS",
@@ -20,6 +21,8 @@ __all__ = [
 
 #: Implicit neural representations built by :func:`kmunet.inr.build_inr`.
 INR_MODELS: tuple[str, ...] = ("siren", "fourier", "wire", "kan")
+#: Image priors of the INR reconstruction (:func:`kmunet.mri.recon.inr_reconstruct`, ``kmunet recon --prior``).
+INR_PRIORS: tuple[str, ...] = ("tv", "log-tv")
 #: Undersampling mask kinds of :func:`kmunet.mri.make_mask` and ``kmunet recon --mask``.
 MASK_KINDS: tuple[str, ...] = ("random", "equispaced", "poisson")
 #: Reconstruction methods of :func:`kmunet.mri.recon.reconstruct` and ``kmunet recon --method``.

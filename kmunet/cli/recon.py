@@ -18,6 +18,7 @@ from kmunet.options import (
     DEFAULT_CENTER_FRACTION,
     DEFAULT_MASK_SEED,
     INR_MODELS,
+    INR_PRIORS,
     MASK_KINDS,
     RECON_METHODS,
 )
@@ -28,6 +29,7 @@ OPTION_METHODS: dict[str, tuple[str, ...]] = {
     "--iterations": ("inr", "cs-tv", "cs-l1"),
     "--lam": ("cs-tv", "cs-l1"),
     "--tv-weight": ("inr",),
+    "--prior": ("inr",),
     "--dc-mu": ("inr",),
 }
 
@@ -69,7 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--inr", choices=INR_MODELS, default=None, help="INR network for --method inr (default siren)")
     parser.add_argument("--iterations", type=int, default=None, help="INR Adam steps / CS iterations (not zero-filled)")
     parser.add_argument("--lam", type=float, default=None, help="CS regularisation weight (--method cs-tv / cs-l1)")
-    parser.add_argument("--tv-weight", type=float, default=None, help="INR TV prior weight (--method inr)")
+    parser.add_argument("--tv-weight", type=float, default=None, help="INR image-prior weight (--method inr)")
+    parser.add_argument("--prior", choices=INR_PRIORS, default=None,
+                        help="INR image prior: tv (default) or log-tv, which penalises strong edges less "
+                             "(--method inr; see docs/RESULTS.md)")
     parser.add_argument("--omega-0", type=float, default=None,
                         help="SIREN first-layer frequency (default 30; 15 did better at 8x in docs/RESULTS.md)")
     parser.add_argument("--dc-mu", type=float, default=None,
@@ -226,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
         result = reconstruct(data, mask, method=args.method, inr=inr, iterations=args.iterations, lam=args.lam,
                              tv_weight=args.tv_weight, device=args.device, seed=args.seed,
                              progress=not args.no_progress, omega_0=args.omega_0,
-                             **({} if args.dc_mu is None else {"dc_mu": args.dc_mu}))
+                             **({} if args.dc_mu is None else {"dc_mu": args.dc_mu}),
+                             **({} if args.prior is None else {"prior": args.prior}))
     except ValueError as err:  # e.g. all-zero k-space: name the input
         raise ValueError(f"{data.source}: {err}") from None
     seconds = result.seconds  # includes the coil sensitivities, estimated inside reconstruct

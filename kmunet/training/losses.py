@@ -16,9 +16,10 @@ import torch.nn as nn
 from torch import Tensor
 
 from kmunet.checks import is_integer
+from kmunet.config import TrainConfig
 from kmunet.networks.kmunet import pad_to_multiple
 
-__all__ = ["DeepSupervisedLoss", "deep_supervision_weights", "downsample_label"]
+__all__ = ["DeepSupervisedLoss", "deep_supervision_weights", "downsample_label", "segmentation_loss"]
 
 
 def deep_supervision_weights(levels: int) -> list[float]:
@@ -94,3 +95,25 @@ class DeepSupervisedLoss(nn.Module):
                                  f"{factor} to {tuple(target.shape)}")
             total = total + weight * self.loss(out.float(), target)
         return total
+
+
+def segmentation_loss(train: TrainConfig, aux_strides: Sequence[int] = ()) -> DeepSupervisedLoss:
+    """The training loss a :class:`~kmunet.config.TrainConfig` describes.
+
+    MONAI ``DiceCELoss`` (softmax, one-hot labels) weighted by ``dice_weight`` / ``ce_weight``, its Dice
+    term with or without the background class (``dice_include_background``) and per sample or over the
+    batch (``dice_batch``), wrapped in :class:`DeepSupervisedLoss` for the network's auxiliary outputs.
+
+    Args:
+        train: the training config.
+        aux_strides: total stride of each auxiliary output (empty for plain logits).
+
+    Returns:
+        ``loss(outputs, label)`` with ``outputs`` ``(B, K, *spatial)`` logits (or the deeply supervised
+        list) and ``label`` ``(B, 1, *spatial)`` class indices.
+    """
+    from monai.losses import DiceCELoss
+
+    dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=train.dice_weight, lambda_ce=train.ce_weight,
+                         include_background=train.dice_include_background, batch=train.dice_batch)
+    return DeepSupervisedLoss(dice_ce, factors=aux_strides)

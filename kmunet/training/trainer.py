@@ -41,7 +41,7 @@ from kmunet.training.checkpoint import (
     stored_config,
 )
 from kmunet.training.ema import ModelEMA
-from kmunet.training.losses import DeepSupervisedLoss
+from kmunet.training.losses import segmentation_loss
 from kmunet.training.schedule import AmpSettings, amp_settings, lr_factor
 
 __all__ = ["TrainResult", "train", "evaluate", "segmentation_sums", "metrics_from_sums"]
@@ -358,7 +358,6 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             a resume with settings other than :data:`RESUME_MAY_CHANGE` changed.
         FileNotFoundError: ``resume`` without ``last.pt``.
     """
-    from monai.losses import DiceCELoss
     from tqdm import tqdm
 
     from kmunet.data import build_dataloaders, preprocessing_params, training_data_summary, validate_dataset
@@ -453,10 +452,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) if ddp else model
         # one loss for plain logits and for deep supervision's [logits, aux_1, ...] (weights 2^-l normalised
         # to sum to 1; each auxiliary output is scored against the label sampled on its own grid)
-        loss_fn = DeepSupervisedLoss(
-            DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=tc.dice_weight, lambda_ce=tc.ce_weight),
-            factors=getattr(model, "aux_strides", ()),  # MONAI's UNet has no auxiliary outputs
-        )
+        loss_fn = segmentation_loss(tc, getattr(model, "aux_strides", ()))  # MONAI's UNet has no auxiliary outputs
         has_kan = any(True for _ in kan_layers(model))
         extend_at = dict(tc.grid_extend)
 

@@ -102,3 +102,15 @@ def test_cli_dc_mu_reaches_the_multicoil_step_and_is_validated(tmp_path: Path, c
                            (["--dc-mu", "0.5", "--method", "cs-tv"], "--dc-mu applies to --method inr, not cs-tv")):
         assert main(["recon", "--kspace", str(tmp_path / "k.npy"), "--output", str(bad), *extra]) == 1
         assert not bad.exists() and message in capsys.readouterr().err
+
+
+def test_cli_prior_reaches_the_fit_and_is_validated(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path, _ = _volume(tmp_path)
+    js = tmp_path / "m.json"
+    argv = ["recon", "--image", str(path), "--slice", "1", "--output", str(tmp_path / "o.nii.gz"), "--metrics-json",
+            str(js), "--iterations", "10", "--device", "cpu", "--no-progress"]
+    assert main(argv + ["--prior", "log-tv"]) == 0
+    assert json.loads(js.read_text())["info"]["prior"] == "log-tv"
+    bad = tmp_path / "bad.nii.gz"
+    assert main(["recon", "--image", str(path), "--output", str(bad), "--method", "cs-tv", "--prior", "log-tv"]) == 1
+    assert not bad.exists() and "--prior applies to --method inr, not cs-tv" in capsys.readouterr().err

@@ -194,3 +194,41 @@ def test_best_on_grid_picks_the_highest_score_first_on_ties() -> None:
     np.testing.assert_array_equal(image, [1.0, 1.0])
     with pytest.raises(ValueError, match="lambda grid is empty"):
         best_on_grid((), lambda v: np.zeros(1), float, name="lambda")
+
+
+def test_log_total_variation_against_numpy_and_its_tv_limit() -> None:
+    import torch
+
+    from kmunet.mri.recon import image_prior, log_total_variation, total_variation
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 9)) + 1j * rng.normal(size=(7, 9))
+    eps = 0.3
+    dh, dw = np.abs(np.diff(x, axis=0)), np.abs(np.diff(x, axis=1))
+    want = np.mean(eps * np.log1p(dh / eps)) + np.mean(eps * np.log1p(dw / eps))
+    xt = torch.from_numpy(x)  # complex128
+    np.testing.assert_allclose(float(log_total_variation(xt, eps)), want, rtol=1e-12)
+    assert float(image_prior(xt, "log-tv", eps)) == float(log_total_variation(xt, eps))
+    # below TV everywhere (log1p(t) < t), and TV itself as eps grows
+    assert float(log_total_variation(xt, eps)) < float(total_variation(xt))
+    np.testing.assert_allclose(float(log_total_variation(xt, 1e6)), float(total_variation(xt)), rtol=1e-5)
+    # a step edge costs less, relative to TV, than the same total variation spread over a ramp
+    step, ramp = np.zeros((4, 11)), np.tile(np.linspace(0, 1, 11), (4, 1))
+    step[:, 6:] = 1.0
+    ratio = lambda img: float(log_total_variation(torch.from_numpy(img), 0.1) / total_variation(torch.from_numpy(img)))  # noqa: E731
+    assert ratio(step) < ratio(ramp)
+
+
+def test_log_tv_prior_reconstructs_and_is_validated(case: tuple) -> None:
+    data, mask, zf_psnr = case
+    opts = dict(method="inr", inr="siren", iterations=200, device="cpu", seed=0, tv_weight=0.1, hidden_features=64,
+                hidden_layers=2)
+    log_tv = reconstruct(data, mask, prior="log-tv", **opts)
+    assert log_tv.info["prior"] == "log-tv" and log_tv.info["prior_eps"] > 0
+    assert psnr(data.reference, log_tv.image) > zf_psnr + 1.0
+    tv = reconstruct(data, mask, **opts)
+    assert tv.info["prior"] == "tv" and not np.allclose(tv.image, log_tv.image)
+    with pytest.raises(ValueError, match=r"unknown prior 'l0'; valid: \['tv', 'log-tv'\]"):
+        reconstruct(data, mask, prior="l0", **opts)
+    with pytest.raises(ValueError, match="prior_eps must be a positive finite number"):
+        reconstruct(data, mask, prior="log-tv", prior_eps=0.0, **opts)

@@ -71,3 +71,38 @@ def test_loss_is_the_weighted_mean_of_the_levels_on_a_deeply_supervised_kmunet()
     torch.testing.assert_close(plain, base(net(image), label))
     with pytest.raises(ValueError, match="got 3 outputs for 2 levels"):
         loss_fn([logits, aux, aux], label)
+
+
+@pytest.mark.parametrize("include_background", [True, False])
+@pytest.mark.parametrize("batch", [True, False])
+def test_segmentation_loss_matches_a_direct_dice_ce(include_background: bool, batch: bool) -> None:
+    from kmunet.config import TrainConfig
+    from kmunet.training.losses import segmentation_loss
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 3, 5, 6, generator=gen, dtype=torch.float64)
+    label = torch.randint(0, 3, (3, 1, 5, 6), generator=gen)
+    label[0] = 0  # a sample without foreground: per-sample and batch Dice differ there
+    tc = TrainConfig(dice_weight=0.7, ce_weight=1.3, dice_include_background=include_background, dice_batch=batch)
+    got = segmentation_loss(tc)(logits, label)
+
+    p = torch.softmax(logits, 1)
+    g = F.one_hot(label[:, 0], 3).permute(0, 3, 1, 2).double()
+    if not include_background:
+        p, g = p[:, 1:], g[:, 1:]
+    dims = (0, 2, 3) if batch else (2, 3)  # batch Dice: one score per class over the whole batch
+    inter, denom = (p * g).sum(dims), (p + g).sum(dims)
+    dice = 1 - (2 * inter + 1e-5) / (denom + 1e-5)  # MONAI's default smoothing
+    want = 0.7 * dice.mean() + 1.3 * F.cross_entropy(logits, label[:, 0])
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_segmentation_loss_defaults_are_monai_dice_ce() -> None:
+    from kmunet.config import TrainConfig
+    from kmunet.training.losses import segmentation_loss
+
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 3, 8, 8, generator=gen)
+    label = torch.randint(0, 3, (2, 1, 8, 8), generator=gen)
+    torch.testing.assert_close(segmentation_loss(TrainConfig())(logits, label),
+                               DiceCELoss(to_onehot_y=True, softmax=True)(logits, label))
