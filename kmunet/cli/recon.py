@@ -231,8 +231,8 @@ def run(args: argparse.Namespace) -> int:
         result = reconstruct(data, mask, method=args.method, inr=inr, iterations=args.iterations, lam=args.lam,
                              tv_weight=args.tv_weight, device=args.device, seed=args.seed,
                              progress=not args.no_progress, omega_0=args.omega_0,
-                             **({} if args.dc_mu is None else {"dc_mu": args.dc_mu}),
-                             **({} if args.prior is None else {"prior": args.prior}))
+                             **{key: value for key, value in (("dc_mu", args.dc_mu), ("prior", args.prior))
+                                if value is not None})
     except ValueError as err:  # e.g. all-zero k-space: name the input
         raise ValueError(f"{data.source}: {err}") from None
     seconds = result.seconds  # includes the coil sensitivities, estimated inside reconstruct

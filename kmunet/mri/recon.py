@@ -109,9 +109,15 @@ def image_grid(shape: tuple[int, int], device: torch.device | str = "cpu") -> to
     return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1)
 
 
+def _abs_differences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``|x[i+1,j]-x[i,j]|`` ``(H-1, W)`` and ``|x[i,j+1]-x[i,j]|`` ``(H, W-1)`` of a (complex) ``(H, W)`` image."""
+    return torch.abs(x[1:, :] - x[:-1, :]), torch.abs(x[:, 1:] - x[:, :-1])
+
+
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     """Anisotropic TV ``mean |x[i+1,j]-x[i,j]| + mean |x[i,j+1]-x[i,j]|`` of a (complex) ``(H, W)`` image."""
-    return torch.mean(torch.abs(x[1:, :] - x[:-1, :])) + torch.mean(torch.abs(x[:, 1:] - x[:, :-1]))
+    dh, dw = _abs_differences(x)
+    return torch.mean(dh) + torch.mean(dw)
 
 
 def log_total_variation(x: torch.Tensor, eps: float = INR_LOG_TV_EPS) -> torch.Tensor:
@@ -120,17 +126,20 @@ def log_total_variation(x: torch.Tensor, eps: float = INR_LOG_TV_EPS) -> torch.T
     The log penalty of Candes, Wakin and Boyd (2008) on the differences of a (complex) ``(H, W)`` image
     (see the module docstring); ``eps -> inf`` gives :func:`total_variation`.
     """
-    return (torch.mean(eps * torch.log1p(torch.abs(x[1:, :] - x[:-1, :]) / eps))
-            + torch.mean(eps * torch.log1p(torch.abs(x[:, 1:] - x[:, :-1]) / eps)))
+    dh, dw = _abs_differences(x)
+    return torch.mean(eps * torch.log1p(dh / eps)) + torch.mean(eps * torch.log1p(dw / eps))
+
+
+def _check_prior(prior: str) -> None:
+    """Refuse a prior name outside :data:`kmunet.mri.INR_PRIORS`."""
+    if prior not in INR_PRIORS:
+        raise ValueError(f"unknown prior {prior!r}; valid: {list(INR_PRIORS)}")
 
 
 def image_prior(x: torch.Tensor, prior: str = "tv", eps: float = INR_LOG_TV_EPS) -> torch.Tensor:
     """The INR reconstruction's image prior ``R(x)`` by name (:data:`kmunet.mri.INR_PRIORS`)."""
-    if prior == "tv":
-        return total_variation(x)
-    if prior == "log-tv":
-        return log_total_variation(x, eps)
-    raise ValueError(f"unknown prior {prior!r}; valid: {list(INR_PRIORS)}")
+    _check_prior(prior)
+    return total_variation(x) if prior == "tv" else log_total_variation(x, eps)
 
 
 def _cg_data_consistency(x0: torch.Tensor, y: torch.Tensor, sens: torch.Tensor, mask: torch.Tensor,
@@ -264,8 +273,7 @@ def inr_reconstruct(
         raise ValueError(f"tv_weight must be >= 0, got {tv_weight}")
     if omega_0 is not None and inr != "siren":
         raise ValueError(f"omega_0 applies to SIREN only, not {inr!r}")
-    if prior not in INR_PRIORS:
-        raise ValueError(f"unknown prior {prior!r}; valid: {list(INR_PRIORS)}")
+    _check_prior(prior)  # before the fit, which may not evaluate the prior (tv_weight 0)
     prior_eps = check_positive("prior_eps", prior_eps)
     dc_mu = check_positive("dc_mu", dc_mu)
     sampled = np.asarray(kspace) * mask

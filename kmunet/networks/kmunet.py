@@ -31,7 +31,6 @@ _INSTANCE = {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
 _BATCH = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
-
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     """Pad each spatial axis at its high end, by replicating the edge, up to a multiple of ``multiple``.
 
@@ -50,6 +49,7 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     if x.is_floating_point():
         return F.pad(x, widths, mode="replicate")
     return F.pad(x.float(), widths, mode="replicate").to(x.dtype)  # replicate padding needs a float tensor
+
 
 def make_norm(norm: str, spatial_dims: int, channels: int) -> nn.Module:
     """Normalisation layer by name (``"instance"``, ``"batch"`` or ``"group"``), with affine parameters."""
