@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 import yaml
 
 from kmunet.checks import check_int, check_real, is_integer
-from kmunet.options import SCHEDULES
+from kmunet.options import OPTIMIZERS, SCHEDULES
 
 T = TypeVar("T")
 
@@ -193,8 +193,12 @@ class TrainConfig:
     Attributes:
         epochs: number of epochs.
         batch_size: images per batch (each contributes ``samples_per_image`` patches).
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay.
+        optimizer: ``"adamw"`` or ``"sgd"`` (SGD with Nesterov momentum, nnU-Net's optimizer: with
+            ``lr=0.01``, ``momentum=0.99``, ``weight_decay=3e-5`` and ``schedule="poly"`` it is
+            nnU-Net's recipe, Isensee et al. 2021).
+        lr: peak learning rate.
+        weight_decay: weight decay (decoupled for AdamW, L2 for SGD).
+        momentum: SGD's Nesterov momentum (unused by AdamW).
         warmup_epochs: linear warm-up length.
         schedule: ``"cosine"`` or ``"poly"`` after warm-up.
         grad_clip: max gradient norm (0 disables clipping).
@@ -232,8 +236,10 @@ class TrainConfig:
 
     epochs: int = 100
     batch_size: int = 2
+    optimizer: str = "adamw"
     lr: float = 2e-3
     weight_decay: float = 1e-5
+    momentum: float = 0.99
     warmup_epochs: int = 2
     schedule: str = "cosine"
     grad_clip: float = 12.0
@@ -268,6 +274,10 @@ class TrainConfig:
             raise ValueError("train.dice_weight and train.ce_weight are both 0: the loss would be zero")
         if not 0 <= check_real("train.sw_overlap", self.sw_overlap, 0.0) < 1:
             raise ValueError(f"train.sw_overlap must be in [0, 1), got {self.sw_overlap!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown train.optimizer {self.optimizer!r}; valid: {list(OPTIMIZERS)}")
+        if not 0 <= check_real("train.momentum", self.momentum, 0.0) < 1:
+            raise ValueError(f"train.momentum must be in [0, 1), got {self.momentum!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown train.schedule {self.schedule!r}; valid: {list(SCHEDULES)}")
         if not 0 <= check_real("train.ema_decay", self.ema_decay, 0.0) < 1:

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_MASK_SEED",
     "DC_CG_MU",
     "SCHEDULES",
+    "OPTIMIZERS",
 ]
 
 #: Implicit neural representations built by :func:`kmunet.inr.build_inr`.
@@ -38,3 +39,6 @@ DEFAULT_MASK_SEED: int = 0
 DC_CG_MU: float = 0.05
 #: Learning-rate schedules after warm-up (``train.schedule``).
 SCHEDULES: tuple[str, ...] = ("cosine", "poly")
+#: Optimizers of the segmentation trainer (``train.optimizer``): AdamW, or SGD with Nesterov momentum
+#: (nnU-Net's choice, Isensee et al. 2021).
+OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")

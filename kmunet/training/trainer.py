@@ -214,7 +214,13 @@ def _seed_epoch(seed: int, epoch: int, rank: int, loader: Any) -> None:
 
 
 def _make_optimizer(model: nn.Module, config: ExperimentConfig, total_steps: int, warmup_steps: int, step: int):
-    opt = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    tc = config.train
+    if tc.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=tc.lr, momentum=tc.momentum, nesterov=tc.momentum > 0, weight_decay=tc.weight_decay
+        )
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     for group in opt.param_groups:
         group["initial_lr"] = config.train.lr
     schedule = config.train.schedule

@@ -109,9 +109,11 @@ def test_evaluate_warns_about_differently_named_labels(tmp_path: Path) -> None:
     assert _label_name_mismatch(tmp_path / "none", ["background"]) == ""
 
 
-def test_resume_reproduces_uninterrupted_run_exactly(tiny_data: Path, tmp_path: Path) -> None:
-    straight = train(tiny_config(tiny_data, tmp_path / "straight"))
-    config = tiny_config(tiny_data, tmp_path / "resumed")
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_resume_reproduces_uninterrupted_run_exactly(tiny_data: Path, tmp_path: Path, optimizer: str) -> None:
+    # SGD's Nesterov momentum buffers must be restored as exactly as AdamW's moments
+    straight = train(tiny_config(tiny_data, tmp_path / "straight", f"train.optimizer={optimizer}"))
+    config = tiny_config(tiny_data, tmp_path / "resumed", f"train.optimizer={optimizer}")
     _run_until(config, stop_after=1)  # the 2-epoch run is killed after its first epoch
     resumed = train(config, resume=True)
     a = load_checkpoint(straight.last_checkpoint)["state_dict"]
@@ -166,7 +168,9 @@ def test_config_errors_are_one_line_value_errors(tmp_path: Path) -> None:
     for override, match in [("train.sw_overlap=1.0", r"train.sw_overlap must be in \[0, 1\), got 1.0"),
                             ("train.sw_batch_size=0", "train.sw_batch_size must be a positive integer, got 0"),
                             ("train.lr=-1", "train.lr must be a finite number >= 0, got -1.0"),
-                            ("train.schedule=step", r"unknown train.schedule 'step'; valid: \['cosine', 'poly'\]")]:
+                            ("train.schedule=step", r"unknown train.schedule 'step'; valid: \['cosine', 'poly'\]"),
+                            ("train.optimizer=lbfgs", r"unknown train.optimizer 'lbfgs'; valid: \['adamw', 'sgd'\]"),
+                            ("train.momentum=1.0", r"train.momentum must be in \[0, 1\), got 1.0")]:
         with pytest.raises(ValueError, match=match):
             load_config(None, [override])
     with pytest.raises(ValueError, match="config override: train.lr: expected a number, got 'abc'"):
@@ -275,6 +279,20 @@ def test_schedule_warmup_then_decay() -> None:
     assert poly[10] == pytest.approx(1.0) and poly[-1] < 0.1
     with pytest.raises(ValueError, match="valid"):
         lr_factor(0, 10, 1, "step")
+
+
+def test_optimizer_choice() -> None:
+    from kmunet.training.trainer import _make_optimizer
+
+    model = torch.nn.Linear(2, 2)
+    sgd = load_config(None, ["train.optimizer=sgd", "train.lr=0.01", "train.momentum=0.9", "train.weight_decay=3e-5"])
+    opt, sched = _make_optimizer(model, sgd, total_steps=10, warmup_steps=0, step=0)
+    assert isinstance(opt, torch.optim.SGD)
+    group = opt.param_groups[0]
+    assert group["nesterov"] and group["momentum"] == 0.9 and group["weight_decay"] == 3e-5 and group["lr"] == 0.01
+    opt, _ = _make_optimizer(model, load_config(None, []), total_steps=10, warmup_steps=0, step=0)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert load_config(None, []).train.optimizer == "adamw"  # the default is unchanged
 
 
 def test_amp_settings() -> None:
