@@ -31,9 +31,10 @@ can be followed by several strengths.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -130,16 +131,16 @@ def log_total_variation(x: torch.Tensor, eps: float = INR_LOG_TV_EPS) -> torch.T
     return torch.mean(eps * torch.log1p(dh / eps)) + torch.mean(eps * torch.log1p(dw / eps))
 
 
-def _check_prior(prior: str) -> None:
-    """Refuse a prior name outside :data:`kmunet.mri.INR_PRIORS`."""
+def _prior_function(prior: str, eps: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``R`` for a prior name of :data:`kmunet.mri.INR_PRIORS` (resolved once, outside the fitting loop)."""
     if prior not in INR_PRIORS:
         raise ValueError(f"unknown prior {prior!r}; valid: {list(INR_PRIORS)}")
+    return total_variation if prior == "tv" else functools.partial(log_total_variation, eps=eps)
 
 
 def image_prior(x: torch.Tensor, prior: str = "tv", eps: float = INR_LOG_TV_EPS) -> torch.Tensor:
     """The INR reconstruction's image prior ``R(x)`` by name (:data:`kmunet.mri.INR_PRIORS`)."""
-    _check_prior(prior)
-    return total_variation(x) if prior == "tv" else log_total_variation(x, eps)
+    return _prior_function(prior, eps)(x)
 
 
 def _cg_data_consistency(x0: torch.Tensor, y: torch.Tensor, sens: torch.Tensor, mask: torch.Tensor,
@@ -273,8 +274,8 @@ def inr_reconstruct(
         raise ValueError(f"tv_weight must be >= 0, got {tv_weight}")
     if omega_0 is not None and inr != "siren":
         raise ValueError(f"omega_0 applies to SIREN only, not {inr!r}")
-    _check_prior(prior)  # before the fit, which may not evaluate the prior (tv_weight 0)
     prior_eps = check_positive("prior_eps", prior_eps)
+    prior_fn = _prior_function(prior, prior_eps)  # checks the name before the fit, even with tv_weight 0
     dc_mu = check_positive("dc_mu", dc_mu)
     sampled = np.asarray(kspace) * mask
     if not np.any(sampled):
@@ -310,7 +311,7 @@ def inr_reconstruct(
         x = model(coords)[..., 0]
         loss = torch.sum(torch.abs(sense_forward(x, s, m) - y) ** 2) / y_energy
         if tv_weight > 0:
-            loss = loss + tv_weight * image_prior(x, prior, prior_eps)
+            loss = loss + tv_weight * prior_fn(x)
         loss.backward()
         opt.step()
         sched.step()

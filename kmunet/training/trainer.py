@@ -222,10 +222,9 @@ def _make_optimizer(model: nn.Module, config: ExperimentConfig, total_steps: int
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     for group in opt.param_groups:
-        group["initial_lr"] = config.train.lr
-    schedule = config.train.schedule
+        group["initial_lr"] = tc.lr
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, total_steps, warmup_steps, schedule), last_epoch=step - 1
+        opt, lambda s: lr_factor(s, total_steps, warmup_steps, tc.schedule), last_epoch=step - 1
     )
     return opt, sched
 
