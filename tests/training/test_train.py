@@ -226,6 +226,38 @@ def test_deep_supervision_with_weight_averaging_resumes_exactly(tiny_data: Path,
     assert model(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
 
 
+GRID_SCHEDULE = ("train.grid_update_epochs=[0]", "train.grid_extend=[[1, 5]]", "network.kan.grid_eps=1.0")
+
+
+def test_kan_grid_update_and_extension_schedule_resumes_exactly(tiny_data: Path, tmp_path: Path) -> None:
+    # epoch 0 adapts every grid to a training batch, epoch 1 refines G = 3 -> 5 (new parameter shapes,
+    # new optimizer); a run killed between the two redoes the extension on resume and ends identical
+    straight = train(tiny_config(tiny_data, tmp_path / "straight", *GRID_SCHEDULE))
+    config = tiny_config(tiny_data, tmp_path / "resumed", *GRID_SCHEDULE)
+    _run_until(config, stop_after=1)
+    after_update = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    resumed = train(config, resume=True)
+    a, b = load_checkpoint(straight.last_checkpoint), load_checkpoint(resumed.last_checkpoint)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    grids = [k for k in after_update["state_dict"] if k.endswith(".grid")]
+    assert grids
+    initial = torch.linspace(-2.0, 2.0, 4)  # the G + 1 = 4 interior knots of grid_range [-2, 2] at init
+    for key in grids:
+        grid = after_update["state_dict"][key]  # (in, G + 2k + 1) after the update, still G = 3
+        assert grid.shape[1] == 3 + 2 * 3 + 1 and torch.isfinite(grid).all()
+        assert a["state_dict"][key].shape[1] == 5 + 2 * 3 + 1  # extended
+    # the update fitted the grids to the data: not every channel keeps the initial interior knots
+    interiors = [after_update["state_dict"][k][:, 3:7] for k in grids]  # (in, G + 1) interior knots, k = 3
+    assert not all(torch.allclose(knots, initial.expand_as(knots)) for knots in interiors)
+    assert after_update["config"]["network"]["kan"]["grid_size"] == 3
+    assert a["config"]["network"]["kan"]["grid_size"] == 5  # inference rebuilds the extended network
+    model, cfg = model_from_checkpoint(straight.last_checkpoint)
+    assert cfg.network.kan.grid_size == 5
+    assert torch.isfinite(model(torch.zeros(1, 1, 16, 16, 16))).all()
+
+
 def test_init_from_adds_or_drops_deep_supervision_heads(tiny_data: Path, tmp_path: Path) -> None:
     plain = ("network.channels=[4, 8, 8]", "network.strides=[2, 2]")
     source = train(tiny_config(tiny_data, tmp_path / "plain", *plain, "train.epochs=1"))
