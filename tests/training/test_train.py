@@ -116,11 +116,8 @@ def test_resume_reproduces_uninterrupted_run_exactly(tiny_data: Path, tmp_path: 
     config = tiny_config(tiny_data, tmp_path / "resumed", f"train.optimizer={optimizer}")
     _run_until(config, stop_after=1)  # the 2-epoch run is killed after its first epoch
     resumed = train(config, resume=True)
-    a = load_checkpoint(straight.last_checkpoint)["state_dict"]
-    b = load_checkpoint(resumed.last_checkpoint)["state_dict"]
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    _assert_same_tensors(load_checkpoint(straight.last_checkpoint)["state_dict"],
+                         load_checkpoint(resumed.last_checkpoint)["state_dict"])
     assert resumed.epochs_run == 1
 
 
@@ -212,9 +209,7 @@ def test_deep_supervision_with_weight_averaging_resumes_exactly(tiny_data: Path,
     resumed = train(config, resume=True)
     a, b = load_checkpoint(straight.last_checkpoint), load_checkpoint(resumed.last_checkpoint)
     for part in ("state_dict", "train_state_dict"):  # the average and the raw weights both continue exactly
-        assert a[part].keys() == b[part].keys()
-        for key in a[part]:
-            assert torch.equal(a[part][key], b[part][key]), (part, key)
+        _assert_same_tensors(a[part], b[part])
     assert a["ema_updates"] == b["ema_updates"] == 2 * 2  # 2 epochs of 2 steps (4 training cases, batch 2)
     assert any(k.startswith("aux_heads.") for k in a["state_dict"])
     # the checkpoints hold the average, which is not the last weights
@@ -237,10 +232,8 @@ def test_kan_grid_update_and_extension_schedule_resumes_exactly(tiny_data: Path,
     _run_until(config, stop_after=1)
     after_update = load_checkpoint(tmp_path / "resumed" / "last.pt")
     resumed = train(config, resume=True)
-    a, b = load_checkpoint(straight.last_checkpoint), load_checkpoint(resumed.last_checkpoint)
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    a = load_checkpoint(straight.last_checkpoint)
+    _assert_same_tensors(a["state_dict"], load_checkpoint(resumed.last_checkpoint)["state_dict"])
     grids = [k for k in after_update["state_dict"] if k.endswith(".grid")]
     assert grids
     initial = torch.linspace(-2.0, 2.0, 4)  # the G + 1 = 4 interior knots of grid_range [-2, 2] at init
@@ -270,6 +263,13 @@ def test_init_from_adds_or_drops_deep_supervision_heads(tiny_data: Path, tmp_pat
     back = train(tiny_config(tiny_data, tmp_path / "back", *plain, "train.epochs=1", "train.lr=0.0",
                              f"train.init_from={deep.last_checkpoint}"))
     assert set(load_checkpoint(back.last_checkpoint)["state_dict"]) == set(a)
+
+
+def _assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Same keys and bit-identical tensors (CPU training is deterministic)."""
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
 
 
 def _run_until(config: ExperimentConfig, stop_after: int) -> None:
