@@ -6,7 +6,9 @@ Everything a user might try after training, measured in one run on the checkpoin
 * sliding-window blending: the training config's (constant, its ``sw_overlap``) vs overlap 0.5 with
   Gaussian weights (nnU-Net's choice);
 * mirroring test-time augmentation along the training flips, off / on;
-* multi-class tasks: MONAI ``KeepLargestConnectedComponent`` per class and on the foreground union;
+* multi-class tasks: MONAI ``KeepLargestConnectedComponent`` per class and on the foreground union,
+  and a weight on the background probability before the argmax (weights above 1 trade false-positive
+  for false-negative foreground voxels), over a grid and the one chosen on the *training* split;
 * 2-class tasks (DRIVE): the decision threshold on the foreground probability, over a grid, and the one
   chosen on the *training* split (so the validation score of that choice is not tuned on validation).
 
@@ -35,6 +37,8 @@ from kmunet.training.checkpoint import load_checkpoint, model_from_checkpoint
 from kmunet.training.trainer import metrics_from_sums, segmentation_sums
 
 THRESHOLDS = tuple(np.round(np.arange(0.30, 0.701, 0.05), 3).tolist())
+#: Factors on the background probability before the argmax (multi-class tasks); 1 is the plain argmax.
+BACKGROUND_WEIGHTS = (0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
 #: (name, overlap or None for the training config's, blend mode)
 WINDOWS = (("config", None, "constant"), ("gaussian 0.5", 0.5, "gaussian"))
 
@@ -66,6 +70,42 @@ def threshold(t: float):
     return lambda p: (p[:, 1:] > t).long()
 
 
+def background_weighted(w: float):
+    """``probs -> labels``: argmax after multiplying the background probability (class 0) by ``w``."""
+    def predict(p: torch.Tensor) -> torch.Tensor:
+        scale = torch.ones(p.shape[1], dtype=p.dtype)
+        scale[0] = w
+        return (p * scale.view(1, -1, *([1] * (p.ndim - 2)))).argmax(1, keepdim=True)  # (1, 1, *spatial)
+    return predict
+
+
+def choose_on_training(cases: list[dict[str, Any]], train: list[dict[str, Any]], config: ExperimentConfig,
+                       grid: tuple[float, ...], make, key: str, neutral: float) -> tuple[float, float, dict[str, Any]]:
+    """Pick the ``grid`` value whose ``make(value)`` scores best on ``train`` (ties: nearest ``neutral``).
+
+    Returns ``(value, its training score, its validation metrics)``.
+    """
+    on_train = {v: score(train, config, make(v))[key] for v in grid}
+    best = max(grid, key=lambda v: (on_train[v], -abs(v - neutral)))
+    return best, on_train[best], score(cases, config, make(best))
+
+
+def error_counts(cases: list[dict[str, Any]], names: list[str], predict) -> str:
+    """Voxel TP / FP / FN of each foreground class over ``cases`` (FP and FN split by the other label)."""
+    k = len(names)
+    conf = torch.zeros(k, k, dtype=torch.int64)  # rows: reference label, columns: prediction
+    for c in cases:
+        pair = c["label"].flatten() * k + predict(c["probs"]).flatten()
+        conf += torch.bincount(pair, minlength=k * k).view(k, k)
+    parts = []
+    for i in range(1, k):
+        fp_bg, fn_bg = conf[0, i].item(), conf[i, 0].item()
+        fp_fg, fn_fg = conf[1:, i].sum().item() - conf[i, i].item(), conf[i, 1:].sum().item() - conf[i, i].item()
+        parts.append(f"{names[i]} TP {conf[i, i].item()}, FP {fp_bg} + {fp_fg} (from background + other classes), "
+                     f"FN {fn_bg} + {fn_fg} (to background + other classes)")
+    return "; ".join(parts)
+
+
 def _line(name: str, m: dict[str, Any]) -> str:
     dice = " | ".join(f"{v:.4f}" for v in m["dice"].values())
     f1 = f" | {m['f1_fov']:.4f}" if "f1_fov" in m else ""
@@ -88,7 +128,8 @@ def run_checkpoint(path: Path) -> None:
     print("| --- |" + " ---: |" * (len(names) + int(two_class)))
     # Each split is loaded and preprocessed once; every variant reuses the batches.
     val_batches = list(build_val_loader(config, split="val")[0])
-    train_batches = list(build_val_loader(config, split="train")[0]) if two_class else []
+    train_batches = list(build_val_loader(config, split="train")[0])
+    counts: list[str] = []
     for tta in (False, True):
         for wname, overlap, mode in WINDOWS:
             tag = f"{wname} window, {'TTA' if tta else 'no TTA'}"
@@ -99,10 +140,8 @@ def run_checkpoint(path: Path) -> None:
                     print(_line(f"{tag}, threshold {t:.2f}", score(cases, config, threshold(t))))
                 if wname == "config":
                     train = probabilities(model, config, train_batches, overlap, mode, tta)
-                    f1 = {t: score(train, config, threshold(t))["f1_fov"] for t in THRESHOLDS}
-                    best = max(THRESHOLDS, key=lambda t: (f1[t], -abs(t - 0.5)))
-                    m = score(cases, config, threshold(best))
-                    print(_line(f"{tag}, threshold {best:.2f} chosen on the training split (F1 {f1[best]:.4f} there)", m))
+                    best, there, m = choose_on_training(cases, train, config, THRESHOLDS, threshold, "f1_fov", 0.5)
+                    print(_line(f"{tag}, threshold {best:.2f} chosen on the training split (F1 {there:.4f} there)", m))
             else:
                 from monai.transforms import KeepLargestConnectedComponent
 
@@ -111,6 +150,17 @@ def run_checkpoint(path: Path) -> None:
                     what = "per class" if independent else "of the foreground union"
                     post = lambda p: torch.stack([torch.as_tensor(keep(x)) for x in argmax(p)])  # noqa: E731
                     print(_line(f"{tag}, largest component {what}", score(cases, config, post)), flush=True)
+                if wname == "config" and not tta:
+                    counts.append(f"{tag}, argmax: " + error_counts(cases, names, argmax))
+                    for w in BACKGROUND_WEIGHTS:
+                        print(_line(f"{tag}, background weight {w:.2f}", score(cases, config, background_weighted(w))))
+                    train = probabilities(model, config, train_batches, overlap, mode, tta)
+                    best, there, m = choose_on_training(cases, train, config, BACKGROUND_WEIGHTS, background_weighted,
+                                                        "mean_dice", 1.0)
+                    print(_line(f"{tag}, background weight {best:.2f} chosen on the training split "
+                                f"(mean Dice {there:.4f} there)", m), flush=True)
+    for line in counts:
+        print(f"\nVoxel counts over the validation cases, {line}")
     print(f"\n{time.perf_counter() - start:.0f} s")
 
 
