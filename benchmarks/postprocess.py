@@ -73,9 +73,9 @@ def threshold(t: float):
 def background_weighted(w: float):
     """``probs -> labels``: argmax after multiplying the background probability (class 0) by ``w``."""
     def predict(p: torch.Tensor) -> torch.Tensor:
-        scale = torch.ones(p.shape[1], dtype=p.dtype)
-        scale[0] = w
-        return (p * scale.view(1, -1, *([1] * (p.ndim - 2)))).argmax(1, keepdim=True)  # (1, 1, *spatial)
+        weighted = p.clone()
+        weighted[:, 0] *= w
+        return weighted.argmax(1, keepdim=True)
     return predict
 
 
@@ -129,7 +129,7 @@ def run_checkpoint(path: Path) -> None:
     # Each split is loaded and preprocessed once; every variant reuses the batches.
     val_batches = list(build_val_loader(config, split="val")[0])
     train_batches = list(build_val_loader(config, split="train")[0])
-    counts: list[str] = []
+    counts = ""  # voxel error counts of the plain argmax (multi-class tasks)
     for tta in (False, True):
         for wname, overlap, mode in WINDOWS:
             tag = f"{wname} window, {'TTA' if tta else 'no TTA'}"
@@ -151,7 +151,7 @@ def run_checkpoint(path: Path) -> None:
                     post = lambda p: torch.stack([torch.as_tensor(keep(x)) for x in argmax(p)])  # noqa: E731
                     print(_line(f"{tag}, largest component {what}", score(cases, config, post)), flush=True)
                 if wname == "config" and not tta:
-                    counts.append(f"{tag}, argmax: " + error_counts(cases, names, argmax))
+                    counts = f"{tag}, argmax: " + error_counts(cases, names, argmax)
                     for w in BACKGROUND_WEIGHTS:
                         print(_line(f"{tag}, background weight {w:.2f}", score(cases, config, background_weighted(w))))
                     train = probabilities(model, config, train_batches, overlap, mode, tta)
@@ -159,8 +159,8 @@ def run_checkpoint(path: Path) -> None:
                                                         "mean_dice", 1.0)
                     print(_line(f"{tag}, background weight {best:.2f} chosen on the training split "
                                 f"(mean Dice {there:.4f} there)", m), flush=True)
-    for line in counts:
-        print(f"\nVoxel counts over the validation cases, {line}")
+    if counts:
+        print(f"\nVoxel counts over the validation cases, {counts}")
     print(f"\n{time.perf_counter() - start:.0f} s")
 
 
