@@ -196,7 +196,9 @@ class Clahed(MapTransform):
         import albumentations as A
 
         super().__init__(keys, allow_missing_keys)
-        self.transform = A.CLAHE(clip_limit=CLAHE_CLIP_LIMIT, tile_grid_size=CLAHE_TILES, p=1.0)
+        # A scalar clip_limit is an augmentation range to albumentations, (1, limit), sampled anew on
+        # every call; the degenerate range pins it, so equal inputs give equal outputs.
+        self.transform = A.CLAHE(clip_limit=(CLAHE_CLIP_LIMIT, CLAHE_CLIP_LIMIT), tile_grid_size=CLAHE_TILES, p=1.0)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -171,11 +171,31 @@ def test_clahe_equalises_drive_images_like_albumentations(drive_like: Path) -> N
     equalised = build_preprocessing(params, keys=("image",))({"image": case["image"]})["image"]
     assert equalised.shape == plain.shape and equalised.meta["filename_or_obj"] == plain.meta["filename_or_obj"]
     hwc = plain.numpy().transpose(1, 2, 0)
-    expected = A.CLAHE(clip_limit=CLAHE_CLIP_LIMIT, tile_grid_size=CLAHE_TILES, p=1.0)(image=hwc)["image"]
+    clip = (CLAHE_CLIP_LIMIT, CLAHE_CLIP_LIMIT)
+    expected = A.CLAHE(clip_limit=clip, tile_grid_size=CLAHE_TILES, p=1.0)(image=hwc)["image"]
     np.testing.assert_allclose(equalised.numpy().transpose(1, 2, 0), expected, atol=1e-6)
     assert float(equalised.std()) > float(plain.std())  # the dim synthetic image gains contrast
     with pytest.raises(ValueError, match="shape"):
         Clahed("image")({"image": torch.zeros(2, 8, 8)})
+
+
+def test_clahe_is_deterministic_at_its_clip_limit() -> None:
+    """albumentations samples a scalar clip_limit from (1, limit) per call; Clahed must not."""
+    import albumentations as A
+
+    from kmunet.data.transforms import CLAHE_CLIP_LIMIT, CLAHE_TILES, Clahed
+
+    rng = np.random.default_rng(0)
+    # 256 x 256 so that a tile holds 1024 pixels: OpenCV's clip limits 1 and 2 then differ (4 vs 8 per bin)
+    image = torch.from_numpy(np.clip(0.3 + 0.03 * rng.standard_normal((3, 256, 256)), 0.0, 1.0).astype(np.float32))
+    outputs = [Clahed("image")({"image": image})["image"] for _ in range(8)]
+    for out in outputs[1:]:
+        torch.testing.assert_close(out, outputs[0], rtol=0, atol=0)
+    at_limit = A.CLAHE(clip_limit=(CLAHE_CLIP_LIMIT,) * 2, tile_grid_size=CLAHE_TILES, p=1.0)
+    at_one = A.CLAHE(clip_limit=(1.0, 1.0), tile_grid_size=CLAHE_TILES, p=1.0)
+    hwc = image.numpy().transpose(1, 2, 0)
+    np.testing.assert_allclose(outputs[0].numpy().transpose(1, 2, 0), at_limit(image=hwc)["image"], atol=1e-6)
+    assert not np.allclose(at_one(image=hwc)["image"], at_limit(image=hwc)["image"])  # the limit matters here
 
 
 def test_clahe_needs_raster_images(synth3d: Path) -> None:
