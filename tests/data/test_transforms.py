@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -154,10 +155,17 @@ def test_drive_like_rgb_pipeline(drive_like: Path) -> None:
     assert train[0]["image"].shape == (3, 32, 32) and set(torch.unique(train[0]["label"]).tolist()) <= {0, 1}
 
 
-def test_clahe_equalises_drive_images_like_albumentations(drive_like: Path) -> None:
+def _reference_clahe(clip_limit: float) -> Any:
+    """albumentations ``CLAHE`` at exactly ``clip_limit`` (a degenerate range: no sampling)."""
     import albumentations as A
 
-    from kmunet.data.transforms import CLAHE_CLIP_LIMIT, CLAHE_TILES, Clahed
+    from kmunet.data.transforms import CLAHE_TILES
+
+    return A.CLAHE(clip_limit=(clip_limit, clip_limit), tile_grid_size=CLAHE_TILES, p=1.0)
+
+
+def test_clahe_equalises_drive_images_like_albumentations(drive_like: Path) -> None:
+    from kmunet.data.transforms import CLAHE_CLIP_LIMIT, Clahed
 
     cfg = make_config(
         drive_like, spatial_dims=2, layout="drive", class_names="[background,vessel]", image_key_channels=3,
@@ -171,8 +179,7 @@ def test_clahe_equalises_drive_images_like_albumentations(drive_like: Path) -> N
     equalised = build_preprocessing(params, keys=("image",))({"image": case["image"]})["image"]
     assert equalised.shape == plain.shape and equalised.meta["filename_or_obj"] == plain.meta["filename_or_obj"]
     hwc = plain.numpy().transpose(1, 2, 0)
-    clip = (CLAHE_CLIP_LIMIT, CLAHE_CLIP_LIMIT)
-    expected = A.CLAHE(clip_limit=clip, tile_grid_size=CLAHE_TILES, p=1.0)(image=hwc)["image"]
+    expected = _reference_clahe(CLAHE_CLIP_LIMIT)(image=hwc)["image"]
     np.testing.assert_allclose(equalised.numpy().transpose(1, 2, 0), expected, atol=1e-6)
     assert float(equalised.std()) > float(plain.std())  # the dim synthetic image gains contrast
     with pytest.raises(ValueError, match="shape"):
@@ -181,9 +188,7 @@ def test_clahe_equalises_drive_images_like_albumentations(drive_like: Path) -> N
 
 def test_clahe_is_deterministic_at_its_clip_limit() -> None:
     """albumentations samples a scalar clip_limit from (1, limit) per call; Clahed must not."""
-    import albumentations as A
-
-    from kmunet.data.transforms import CLAHE_CLIP_LIMIT, CLAHE_TILES, Clahed
+    from kmunet.data.transforms import CLAHE_CLIP_LIMIT, Clahed
 
     rng = np.random.default_rng(0)
     # 256 x 256 so that a tile holds 1024 pixels: OpenCV's clip limits 1 and 2 then differ (4 vs 8 per bin)
@@ -191,8 +196,7 @@ def test_clahe_is_deterministic_at_its_clip_limit() -> None:
     outputs = [Clahed("image")({"image": image})["image"] for _ in range(8)]
     for out in outputs[1:]:
         torch.testing.assert_close(out, outputs[0], rtol=0, atol=0)
-    at_limit = A.CLAHE(clip_limit=(CLAHE_CLIP_LIMIT,) * 2, tile_grid_size=CLAHE_TILES, p=1.0)
-    at_one = A.CLAHE(clip_limit=(1.0, 1.0), tile_grid_size=CLAHE_TILES, p=1.0)
+    at_limit, at_one = _reference_clahe(CLAHE_CLIP_LIMIT), _reference_clahe(1.0)
     hwc = image.numpy().transpose(1, 2, 0)
     np.testing.assert_allclose(outputs[0].numpy().transpose(1, 2, 0), at_limit(image=hwc)["image"], atol=1e-6)
     assert not np.allclose(at_one(image=hwc)["image"], at_limit(image=hwc)["image"])  # the limit matters here
