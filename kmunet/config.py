@@ -144,6 +144,12 @@ class DataConfig:
         intensity_prob: probability of random intensity scale and shift.
         noise_prob: probability of Gaussian noise.
         smooth_prob: probability of Gaussian smoothing.
+        gamma_prob: probability of a random gamma (contrast) transform, nnU-Net's augmentation
+            (Isensee et al. 2021): MONAI ``RandAdjustContrastd`` with gamma in
+            ``kmunet.data.transforms.GAMMA_RANGE``, mean and standard deviation kept.
+        lowres_prob: probability of simulating a lower resolution (nnU-Net's augmentation): MONAI
+            ``RandSimulateLowResolutiond``, down by a zoom in ``kmunet.data.transforms.LOWRES_ZOOM_RANGE``
+            (nearest) and back up (linear).
         val_fraction: fraction of cases held out for validation (ignored when ``fold`` is set).
         num_folds: number of folds for k-fold splits.
         fold: k-fold index, or ``None`` for a single seeded split.
@@ -175,6 +181,8 @@ class DataConfig:
     intensity_prob: float = 0.3
     noise_prob: float = 0.15
     smooth_prob: float = 0.1
+    gamma_prob: float = 0.0
+    lowres_prob: float = 0.0
     val_fraction: float = 0.2
     num_folds: int = 5
     fold: int | None = None

@@ -5,7 +5,8 @@ Three pipelines share one deterministic prefix, :func:`build_preprocessing`:
 * training (:func:`build_train_transforms`): preprocessing, pad to ``patch_size``,
   ``RandCropByPosNegLabeld`` (``samples_per_image`` patches), spatial augmentation (3D: MONAI
   ``RandFlipd`` on ``flip_axes`` only + ``RandAffined``; 2D: albumentations flips on ``flip_axes``,
-  affine and elastic via :class:`AlbumentationsD`), intensity augmentation (MONAI, N-D), then
+  affine and elastic via :class:`AlbumentationsD`), intensity augmentation (MONAI, N-D: scale,
+  shift, noise, smoothing, and optionally nnU-Net's low-resolution simulation and gamma), then
   ``image`` float32 and ``label`` int64 plain tensors;
 * validation (:func:`build_val_transforms`): preprocessing on full images (plus the DRIVE ``fov``);
 * inference: ``build_preprocessing(params, keys=("image",))`` where ``params`` comes from
@@ -38,6 +39,7 @@ from monai.transforms import (
     MapTransform,
     NormalizeIntensityd,
     Orientationd,
+    RandAdjustContrastd,
     RandAffined,
     RandCropByPosNegLabeld,
     RandFlipd,
@@ -46,6 +48,7 @@ from monai.transforms import (
     Randomizable,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandSimulateLowResolutiond,
     ScaleIntensityd,
     ScaleIntensityRanged,
     Spacingd,
@@ -64,6 +67,10 @@ MASK_KEYS: tuple[str, ...] = ("label", "fov")
 #: CLAHE settings of ``data.clahe`` (the OpenCV defaults albumentations uses, as in most DRIVE papers).
 CLAHE_CLIP_LIMIT: float = 2.0
 CLAHE_TILES: tuple[int, int] = (8, 8)
+#: Gamma range of ``data.gamma_prob`` and zoom range of ``data.lowres_prob`` (nnU-Net's values,
+#: Isensee et al. 2021).
+GAMMA_RANGE: tuple[float, float] = (0.7, 1.5)
+LOWRES_ZOOM_RANGE: tuple[float, float] = (0.5, 1.0)
 
 
 def _layout_of(data_cfg: DataConfig) -> str:
@@ -100,7 +107,7 @@ def check_data_config(config: ExperimentConfig) -> None:
     bad_axes = [a for a in d.flip_axes if not 0 <= a < dims]
     if bad_axes:
         raise ValueError(f"data.flip_axes {list(d.flip_axes)}: axes {bad_axes} not in 0..{dims - 1}")
-    for name in ("pos_fraction", "flip_prob", "affine_prob", "intensity_prob", "noise_prob", "smooth_prob"):
+    for name in ("pos_fraction", "flip_prob", "affine_prob", "intensity_prob", "noise_prob", "smooth_prob", "gamma_prob", "lowres_prob"):
         value = getattr(d, name)
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"data.{name} must be in [0, 1], got {value}")
@@ -444,6 +451,11 @@ def build_train_transforms(config: ExperimentConfig) -> Compose:
     if d.smooth_prob > 0:
         sigma = (0.5, 1.0)
         t.append(RandGaussianSmoothd("image", sigma_x=sigma, sigma_y=sigma, sigma_z=sigma, prob=d.smooth_prob))
+    if d.lowres_prob > 0:
+        upsample = "bilinear" if dims == 2 else "trilinear"
+        t.append(RandSimulateLowResolutiond("image", prob=d.lowres_prob, zoom_range=LOWRES_ZOOM_RANGE, upsample_mode=upsample))
+    if d.gamma_prob > 0:
+        t.append(RandAdjustContrastd("image", prob=d.gamma_prob, gamma=GAMMA_RANGE, retain_stats=True))
     t += _final_types(keys, track_meta=False)
     return Compose(t)
 

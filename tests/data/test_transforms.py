@@ -138,6 +138,48 @@ def test_train_transforms_2d_with_albumentations(synth2d: Path) -> None:
     assert torch.equal(out[0]["image"], again[0]["image"]) and torch.equal(out[1]["label"], again[1]["label"])
 
 
+
+def _patches_without_and_with(synth: Path, dims: int, shape: list[int], **extra: float) -> tuple[list[dict], list[dict]]:
+    """The same seeded training patches without and with ``extra`` augmentation settings.
+
+    The gamma and low-resolution transforms come last in the pipeline, so every earlier random draw
+    (crop centres) is the same in both runs: the patches differ only by those transforms.
+    """
+    out = []
+    for aug in ({}, extra):
+        cfg = make_config(synth, spatial_dims=dims, patch_size=shape, samples_per_image=4, flip_prob=0.0, **NO_AUG, **aug)
+        tf = build_train_transforms(cfg)
+        tf.set_random_state(seed=3)
+        out.append(tf(_first(synth, cfg)))
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize(("dims", "shape"), [(2, [32, 28]), (3, [16, 20, 24])])
+def test_gamma_keeps_order_mean_and_std(synth2d: Path, synth3d: Path, dims: int, shape: list[int]) -> None:
+    plain, gamma = _patches_without_and_with(synth2d if dims == 2 else synth3d, dims, shape, gamma_prob=1.0)
+    for a, b in zip(plain, gamma):
+        assert torch.equal(a["label"], b["label"])
+        x, y = a["image"].double().flatten(), b["image"].double().flatten()
+        assert not torch.allclose(x, y, atol=1e-3)
+        # a gamma curve is monotonic: sorting by the input sorts the output too
+        assert (torch.diff(y[torch.argsort(x)]) >= -1e-4).all()
+        assert abs(float(y.mean() - x.mean())) < 1e-4 and abs(float(y.std() - x.std())) < 1e-3
+
+
+@pytest.mark.parametrize(("dims", "shape"), [(2, [32, 28]), (3, [16, 20, 24])])
+def test_lowres_simulation_removes_fine_detail(synth2d: Path, synth3d: Path, dims: int, shape: list[int]) -> None:
+    plain, lowres = _patches_without_and_with(synth2d if dims == 2 else synth3d, dims, shape, lowres_prob=1.0)
+
+    def roughness(img: torch.Tensor) -> float:  # (C, *spatial): mean squared finite difference
+        return sum(float(torch.diff(img.double(), dim=ax).square().mean()) for ax in range(1, img.ndim))
+
+    changed = 0
+    for a, b in zip(plain, lowres):
+        assert torch.equal(a["label"], b["label"]) and b["image"].shape == a["image"].shape
+        assert roughness(b["image"]) <= roughness(a["image"]) + 1e-6
+        changed += not torch.allclose(a["image"], b["image"])
+    assert changed >= 3  # a zoom drawn close to 1 may round to the same grid and change nothing
+
 def test_drive_like_rgb_pipeline(drive_like: Path) -> None:
     cfg = make_config(
         drive_like, spatial_dims=2, layout="drive", class_names="[background,vessel]", image_key_channels=3,
@@ -225,6 +267,8 @@ def test_wrong_channel_count_is_reported(synth3d: Path) -> None:
         ({"patch_size": [16, 16]}, "patch_size"),
         ({"normalization": "robust"}, "valid"),
         ({"pos_fraction": 1.5}, "pos_fraction"),
+        ({"gamma_prob": 1.5}, "gamma_prob"),
+        ({"lowres_prob": -0.1}, "lowres_prob"),
         ({"image_key_channels": 3}, "in_channels"),
         ({"target_spacing": [1.0, 1.0]}, "target_spacing"),
         ({"orientation": "XYZ"}, "orientation"),
