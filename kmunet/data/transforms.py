@@ -107,13 +107,11 @@ def check_data_config(config: ExperimentConfig) -> None:
     bad_axes = [a for a in d.flip_axes if not 0 <= a < dims]
     if bad_axes:
         raise ValueError(f"data.flip_axes {list(d.flip_axes)}: axes {bad_axes} not in 0..{dims - 1}")
-    for name in ("pos_fraction", "flip_prob", "affine_prob", "intensity_prob", "noise_prob", "smooth_prob", "gamma_prob", "lowres_prob"):
+    probabilities = ("pos_fraction", "flip_prob", "affine_prob", "intensity_prob", "noise_prob", "smooth_prob", "gamma_prob", "lowres_prob", "elastic_prob")
+    for name in probabilities:
         value = getattr(d, name)
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"data.{name} must be in [0, 1], got {value}")
-    elastic = getattr(d, "elastic_prob", 0.0)
-    if not 0.0 <= elastic <= 1.0:
-        raise ValueError(f"data.elastic_prob must be in [0, 1], got {elastic}")
     if d.samples_per_image < 1:
         raise ValueError(f"data.samples_per_image must be >= 1, got {d.samples_per_image}")
     if len(d.class_names) < 2:
@@ -384,9 +382,8 @@ def build_albumentations_2d(data_cfg: DataConfig) -> Any:
                 p=data_cfg.affine_prob,
             )
         )
-    elastic = getattr(data_cfg, "elastic_prob", 0.0)
-    if elastic > 0:
-        t.append(A.ElasticTransform(alpha=20.0, sigma=5.0, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=elastic))
+    if data_cfg.elastic_prob > 0:
+        t.append(A.ElasticTransform(alpha=20.0, sigma=5.0, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=data_cfg.elastic_prob))
     return A.Compose(t, seed=0)
 
 

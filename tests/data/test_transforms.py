@@ -138,7 +138,6 @@ def test_train_transforms_2d_with_albumentations(synth2d: Path) -> None:
     assert torch.equal(out[0]["image"], again[0]["image"]) and torch.equal(out[1]["label"], again[1]["label"])
 
 
-
 def _patches_without_and_with(synth: Path, dims: int, shape: list[int], **extra: float) -> tuple[list[dict], list[dict]]:
     """The same seeded training patches without and with ``extra`` augmentation settings.
 
@@ -179,6 +178,7 @@ def test_lowres_simulation_removes_fine_detail(synth2d: Path, synth3d: Path, dim
         assert roughness(b["image"]) <= roughness(a["image"]) + 1e-6
         changed += not torch.allclose(a["image"], b["image"])
     assert changed >= 3  # a zoom drawn close to 1 may round to the same grid and change nothing
+
 
 def test_drive_like_rgb_pipeline(drive_like: Path) -> None:
     cfg = make_config(
