@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="dataset folder (default: the checkpoint config's data.root, as typed at training: "
                              "a relative path is relative to the current folder)")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
+    parser.add_argument("--split", default="val", metavar="{val,train}",
+                        help="which cases of the checkpoint's split to score (default: val; train: the training "
+                             "cases, through the same inference, to see how well the model fits what it saw)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run the network")
     parser.add_argument("--output", default=None, help="also write the result as JSON to this file")
     parser.set_defaults(func=run)
@@ -34,12 +37,14 @@ def run(args: argparse.Namespace) -> int:
     """Run ``kmunet evaluate``; prints one line per metric; returns 0 (errors raise, see ``evaluate_checkpoint``)."""
     from kmunet.training.evaluation import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, args.data, tta=args.tta, device=args.device, output=args.output)
+    result = evaluate_checkpoint(args.checkpoint, args.data, tta=args.tta, device=args.device, output=args.output,
+                                 split=args.split)
     tta = f"mirroring TTA over axes {result['mirror_axes']}" if result["tta"] else "no TTA"
     members = result["checkpoints"]
     what = (f"ensemble of {len(members)} ({', '.join(members)}; epochs {result['epochs']})"
             if len(members) > 1 else f"{result['checkpoint']} (epoch {result['epoch']})")
-    print(f"{what}, {len(result['cases'])} validation cases, {tta}, "
+    split = {"val": "validation", "train": "training"}[result["split"]]
+    print(f"{what}, {len(result['cases'])} {split} cases, {tta}, "
           f"{result['seconds']:.1f} s")
     for name, value in result["dice"].items():
         print(f"  Dice {name:20s} {value:.4f}")

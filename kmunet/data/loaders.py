@@ -73,6 +73,13 @@ def _val_dataset(val_cases: list[dict[str, Any]], config: ExperimentConfig, para
 EVAL_SPLITS: tuple[str, ...] = ("val", "train")
 
 
+def check_split(split: str) -> str:
+    """``split`` if it is one of :data:`EVAL_SPLITS`, else ``ValueError`` listing the valid ones."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {list(EVAL_SPLITS)}")
+    return split
+
+
 def build_val_loader(
     config: ExperimentConfig, cases: list[dict[str, Any]] | None = None, split: str = "val"
 ) -> tuple[DataLoader, list[str]]:
@@ -89,8 +96,7 @@ def build_val_loader(
     Raises:
         ValueError: unknown ``split`` (lists the valid ones) or no labelled case in it.
     """
-    if split not in EVAL_SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid: {list(EVAL_SPLITS)}")
+    check_split(split)
     params = preprocessing_params(config)
     if cases is None:
         cases = discover_cases(config.data)

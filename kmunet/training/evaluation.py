@@ -26,8 +26,10 @@ def evaluate_checkpoint(
     tta: bool = False,
     device: str = "auto",
     output: str | Path | None = None,
+    split: str = "val",
 ) -> dict[str, Any]:
-    """Per-class Dice (and DRIVE's vessel F1 in the field of view) of a checkpoint on its validation split.
+    """Per-class Dice (and DRIVE's vessel F1 in the field of view) of a checkpoint on its validation split
+    (or, with ``split="train"``, on the training cases of that split).
 
     The split is the one training used: rebuilt from the configuration stored in the checkpoint
     (``data.seed``, ``data.val_fraction`` or ``data.fold``), so the numbers are comparable with the
@@ -42,6 +44,9 @@ def evaluate_checkpoint(
             (``data.flip_axes``), as nnU-Net does; ``2 ** len(flip_axes)`` times the cost.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         output: also write the result as JSON here (atomically).
+        split: ``"val"`` (default) scores the validation cases; ``"train"`` scores the training cases
+            of the same split through the same full-image inference (no augmentation): the fit of the
+            model to what it saw, e.g. to tell under- from overfitting by the gap to ``"val"``.
 
     Returns:
         ``{"dice": {class: value}, "mean_dice", ["f1_fov"], "checkpoint", "data", "epoch", "cases",
@@ -56,15 +61,17 @@ def evaluate_checkpoint(
 
     Raises:
         FileNotFoundError: missing checkpoint or data folder.
-        ValueError: unusable checkpoint, members with different preprocessing, classes or validation
-            split, no data folder known, no validation case, or fatal problems in the evaluated cases
+        ValueError: unknown ``split`` (lists the valid ones), unusable checkpoint, members with
+            different preprocessing, classes or validation split, no data folder known, no case in the
+            split, or fatal problems in the evaluated cases
             (the message names the first; with several, each is printed to stderr first).
     """
     from kmunet.data.discovery import discover_cases
-    from kmunet.data.loaders import build_val_loader
+    from kmunet.data.loaders import build_val_loader, check_split
     from kmunet.inference.writers import check_output_file
 
     start = time.perf_counter()
+    check_split(split)  # before loading anything
     if output is not None:
         check_output_file(output)  # before minutes of inference, not after
     paths = checkpoint_paths(checkpoint)
@@ -79,10 +86,10 @@ def evaluate_checkpoint(
     mismatch = _label_name_mismatch(Path(root), list(config.data.class_names))
     if mismatch:
         print(f"warning: {mismatch}", file=sys.stderr, flush=True)
-    # One pass over the validation cases: caching them would only cost memory.
+    # One pass over the evaluated cases: caching them would only cost memory.
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=root, cache="none"))
     cases = discover_cases(config.data)
-    loader, names = build_val_loader(config, cases=cases)
+    loader, names = build_val_loader(config, cases=cases, split=split)
     _check_cases(root, config, names)
     unlabelled = [c for c in cases if not c.get("label")]
     if unlabelled:
@@ -97,6 +104,7 @@ def evaluate_checkpoint(
         "epoch": int(ckpts[0].get("epoch", -1)) + 1,
         "checkpoints": [str(p) for p in paths],
         "epochs": [int(c.get("epoch", -1)) + 1 for c in ckpts],
+        "split": split,
         "cases": names,
         "tta": bool(tta),
         "mirror_axes": list(mirror_axes),

@@ -128,3 +128,27 @@ def test_unlabelled_images_are_left_out_with_a_warning(data: Path, tmp_path: Pat
     err = capsys.readouterr().err
     assert "warning: 1 image(s) without a label left out" in err and "extra.nii.gz" in err
     assert "extra" not in json.loads(out_json.read_text())["cases"]
+
+
+def test_split_train_scores_the_training_cases(data: Path, tmp_path: Path, capsys) -> None:
+    ckpt = _write_checkpoint(data, tmp_path / "best.pt")
+    cfg = _config(data).data
+    train, val = split_cases(discover_cases(cfg), cfg)
+    results = {}
+    for split in ("train", "val"):
+        out_json = tmp_path / f"{split}.json"
+        assert main(["evaluate", "--checkpoint", str(ckpt), "--device", "cpu", "--split", split,
+                     "--output", str(out_json)]) == 0
+        results[split] = json.loads(out_json.read_text())
+        expected = {"train": "training", "val": "validation"}[split]
+        assert f"{len(results[split]['cases'])} {expected} cases" in capsys.readouterr().out
+    assert results["train"]["split"] == "train" and results["val"]["split"] == "val"
+    assert results["train"]["cases"] == [c["name"] for c in train]
+    assert results["val"]["cases"] == [c["name"] for c in val]
+
+
+def test_unknown_split_lists_the_valid_ones(data: Path, tmp_path: Path, capsys) -> None:
+    ckpt = _write_checkpoint(data, tmp_path / "best.pt")
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--device", "cpu", "--split", "test"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "kmunet evaluate: error: unknown split 'test'; valid: ['val', 'train']")
