@@ -73,11 +73,10 @@ def _val_dataset(val_cases: list[dict[str, Any]], config: ExperimentConfig, para
 EVAL_SPLITS: tuple[str, ...] = ("val", "train")
 
 
-def check_split(split: str) -> str:
-    """``split`` if it is one of :data:`EVAL_SPLITS`, else ``ValueError`` listing the valid ones."""
+def check_split(split: str) -> None:
+    """``ValueError`` listing :data:`EVAL_SPLITS` unless ``split`` is one of them."""
     if split not in EVAL_SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {list(EVAL_SPLITS)}")
-    return split
 
 
 def build_val_loader(
