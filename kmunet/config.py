@@ -151,6 +151,9 @@ class DataConfig:
             ``RandSimulateLowResolutiond``, down by a zoom in ``kmunet.data.transforms.LOWRES_ZOOM_RANGE``
             (nearest) and back up (linear).
         val_fraction: fraction of cases held out for validation (ignored when ``fold`` is set).
+        train_fraction: fraction of the split's training cases that are trained on, in (0, 1]: a
+            seeded subset, nested across fractions (0.5 of the cases lies inside 0.75), with the
+            validation cases unchanged, for learning curves (how much would more labelled cases help?).
         num_folds: number of folds for k-fold splits.
         fold: k-fold index, or ``None`` for a single seeded split.
         seed: seed of the train/validation split.
@@ -184,6 +187,7 @@ class DataConfig:
     gamma_prob: float = 0.0
     lowres_prob: float = 0.0
     val_fraction: float = 0.2
+    train_fraction: float = 1.0
     num_folds: int = 5
     fold: int | None = None
     seed: int = 0

@@ -231,18 +231,23 @@ def split_cases(
     ``data_cfg.fold = None`` the first ``round(n * val_fraction)`` (at least 1 when ``n >= 2`` and
     ``val_fraction > 0``) permuted cases are validation; with a fold index ``k`` the permutation is
     cut into ``num_folds`` near-equal parts (``numpy.array_split``) and part ``k`` is validation, so
-    the folds are disjoint and cover every case.
+    the folds are disjoint and cover every case. With ``train_fraction < 1`` only the first
+    ``round(n_train * train_fraction)`` (at least 1) training cases in permutation order are kept, so
+    the subsets of growing fractions are nested and the validation cases do not change.
 
     Returns:
         ``(train, val)``, each sorted by name.
 
     Raises:
-        ValueError: bad ``val_fraction``, ``num_folds`` or ``fold``, or duplicate names.
+        ValueError: bad ``val_fraction``, ``train_fraction``, ``num_folds`` or ``fold``, or duplicate
+            names.
     """
     cases = list(cases)
     names = [c["name"] for c in cases]
     if len(set(names)) != len(names):
         raise ValueError("split_cases: case names must be unique")
+    if not 0.0 < data_cfg.train_fraction <= 1.0:
+        raise ValueError(f"data.train_fraction must be in (0, 1], got {data_cfg.train_fraction}")
     ordered = sorted(cases, key=lambda c: c["name"])
     n = len(ordered)
     perm = np.random.default_rng(data_cfg.seed).permutation(n)
@@ -261,6 +266,9 @@ def split_cases(
         if n < data_cfg.num_folds:
             raise ValueError(f"data.num_folds={data_cfg.num_folds} exceeds the number of cases ({n})")
         val_idx = set(np.array_split(perm, data_cfg.num_folds)[data_cfg.fold].tolist())
-    train = [c for i, c in enumerate(ordered) if i not in val_idx]
+    train_idx = [i for i in perm.tolist() if i not in val_idx]  # permutation order: nested subsets
+    n_train = max(1, int(round(len(train_idx) * data_cfg.train_fraction))) if train_idx else 0
+    kept = set(train_idx[:n_train])
+    train = [c for i, c in enumerate(ordered) if i in kept]
     val = [c for i, c in enumerate(ordered) if i in val_idx]
     return train, val

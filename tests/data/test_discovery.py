@@ -142,6 +142,24 @@ def test_kfold_covers_all_cases_once() -> None:
     assert sorted(seen) == [c["name"] for c in cases]
 
 
+@pytest.mark.parametrize("fold", [None, 2])
+def test_train_fraction_keeps_nested_seeded_subsets_and_the_validation_cases(fold: int | None) -> None:
+    cases = _cases(40)
+    full_train, full_val = split_cases(cases, DataConfig(fold=fold, seed=5))
+    names = {}
+    for frac in (0.25, 0.5, 0.75, 1.0):
+        train, val = split_cases(cases, DataConfig(fold=fold, seed=5, train_fraction=frac))
+        assert [c["name"] for c in val] == [c["name"] for c in full_val]  # validation unchanged
+        assert len(train) == round(len(full_train) * frac)
+        assert [c["name"] for c in train] == sorted(c["name"] for c in train)
+        names[frac] = {c["name"] for c in train}
+    assert names[0.25] < names[0.5] < names[0.75] < names[1.0] == {c["name"] for c in full_train}
+    # a seeded subset, not simply the first names in order
+    assert names[0.5] != {c["name"] for c in full_train[: len(names[0.5])]}
+    # never empty
+    assert len(split_cases(_cases(5), DataConfig(val_fraction=0.2, train_fraction=0.01))[0]) == 1
+
+
 def test_split_rejects_bad_settings() -> None:
     cases = _cases(4)
     with pytest.raises(ValueError, match="fold"):
@@ -150,6 +168,9 @@ def test_split_rejects_bad_settings() -> None:
         split_cases(cases, DataConfig(num_folds=5, fold=0))
     with pytest.raises(ValueError, match="val_fraction"):
         split_cases(cases, DataConfig(val_fraction=1.5))
+    for frac in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="train_fraction"):
+            split_cases(cases, DataConfig(train_fraction=frac))
     with pytest.raises(ValueError, match="unique"):
         split_cases(cases + cases[:1], DataConfig())
 
