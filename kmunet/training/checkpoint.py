@@ -153,17 +153,22 @@ def _model_and_config(
     return model.to(device).eval(), config
 
 
-def split_settings(data: Any) -> dict[str, Any]:
+def split_settings(data: Any, training_cases: bool = False) -> dict[str, Any]:
     """The ``data`` settings that decide the train/validation split of a dataset folder.
 
     :func:`kmunet.data.discovery.split_cases` permutes the sorted case names with ``seed`` and takes
     ``val_fraction`` of them, or fold ``fold`` of ``num_folds``; only the settings in use are returned.
     Ensemble members scored together on a validation split must agree on them, otherwise one
-    member's training cases are another's validation cases.
+    member's training cases are another's validation cases. With ``training_cases`` the
+    ``train_fraction`` that picks the training subset is included too (scoring the training cases).
     """
     if data.fold is None:
-        return {"data.seed": data.seed, "data.fold": None, "data.val_fraction": data.val_fraction}
-    return {"data.seed": data.seed, "data.fold": data.fold, "data.num_folds": data.num_folds}
+        settings = {"data.seed": data.seed, "data.fold": None, "data.val_fraction": data.val_fraction}
+    else:
+        settings = {"data.seed": data.seed, "data.fold": data.fold, "data.num_folds": data.num_folds}
+    if training_cases:
+        settings["data.train_fraction"] = data.train_fraction
+    return settings
 
 
 def checkpoint_paths(checkpoints: str | Path | Sequence[str | Path]) -> list[str | Path]:
@@ -192,6 +197,7 @@ def models_from_checkpoints(
     device: str | torch.device = "cpu",
     *,
     same_split: bool = False,
+    same_training_cases: bool = False,
 ) -> tuple[nn.Module, ExperimentConfig, list[dict[str, Any]]]:
     """One network, or the :class:`~kmunet.networks.ProbabilityEnsemble` of several, from checkpoints.
 
@@ -205,6 +211,8 @@ def models_from_checkpoints(
         device: where to put the model(s).
         same_split: also require equal train/validation splits (:func:`split_settings`), as scoring
             an ensemble on a validation split needs.
+        same_training_cases: with ``same_split``, also require the same training subset
+            (``data.train_fraction``), as scoring an ensemble on its training cases needs.
 
     Returns:
         ``(model, config, ckpts)``: the network (eval mode), the first member's config, and every
@@ -232,7 +240,7 @@ def models_from_checkpoints(
         settings["class_names"] = checkpoint_class_names(ckpt, settings)
         windows.append(settings.pop("patch_size", None) or list(config.data.patch_size))
         if same_split:
-            settings.update(split_settings(config.data))
+            settings.update(split_settings(config.data, training_cases=same_training_cases))
         ckpts.append(ckpt)
         models.append(model)
         configs.append(config)
@@ -240,8 +248,11 @@ def models_from_checkpoints(
     for path, other in zip(paths[1:], compared[1:]):
         differ = sorted(k for k in set(compared[0]) | set(other) if compared[0].get(k) != other.get(k))
         if differ:
-            why = ("; scoring needs a validation split that no member trained on"
-                   if all(k.startswith("data.") for k in differ) else "")
+            why = ""
+            if differ == ["data.train_fraction"]:
+                why = "; scoring the training cases needs members trained on the same cases"
+            elif all(k.startswith("data.") for k in differ):
+                why = "; scoring needs a validation split that no member trained on"
             raise ValueError(f"{path}: cannot be ensembled with {paths[0]}: they differ in {', '.join(differ)}{why}")
     model = models[0] if len(models) == 1 else ProbabilityEnsemble(models, windows=windows).eval()
     return model, configs[0], ckpts

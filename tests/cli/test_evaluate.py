@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from kmunet.cli.main import main
 from kmunet.config import ExperimentConfig, load_config, to_dict
@@ -145,6 +146,30 @@ def test_split_train_scores_the_training_cases(data: Path, tmp_path: Path, capsy
     assert results["train"]["split"] == "train" and results["val"]["split"] == "val"
     assert results["train"]["cases"] == [c["name"] for c in train]
     assert results["val"]["cases"] == [c["name"] for c in val]
+
+
+def test_split_train_scores_the_subset_a_train_fraction_checkpoint_trained_on(
+    data: Path, tmp_path: Path, capsys
+) -> None:
+    full = _write_checkpoint(data, tmp_path / "full.pt")
+    ckpt = torch.load(full, map_location="cpu", weights_only=True)
+    ckpt["config"]["data"]["train_fraction"] = 0.5
+    half = save_checkpoint(ckpt, tmp_path / "half.pt")
+    cfg = load_config(None, [f"data.root={data}", "data.val_fraction=0.34", "data.train_fraction=0.5"]).data
+    train_half, val = split_cases(discover_cases(cfg), cfg)
+    out_json = tmp_path / "half.json"
+    assert main(["evaluate", "--checkpoint", str(half), "--device", "cpu", "--split", "train",
+                 "--output", str(out_json)]) == 0
+    assert json.loads(out_json.read_text())["cases"] == [c["name"] for c in train_half]
+    assert len(train_half) == 2  # half of the 4 training cases of 6
+    capsys.readouterr()
+    # The same validation cases: the pair is scored on them, but not on training cases they do not share.
+    assert main(["evaluate", "--checkpoint", str(full), str(half), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(full), str(half), "--device", "cpu", "--split", "train"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "half.pt" in err and "data.train_fraction" in err, err
+    assert "members trained on the same cases" in err
 
 
 def test_unknown_split_lists_the_valid_ones(data: Path, tmp_path: Path, capsys) -> None:

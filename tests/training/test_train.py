@@ -476,3 +476,6 @@ def test_split_settings_name_only_what_decides_the_split() -> None:
     assert split_settings(replace(fold, val_fraction=0.3)) == split_settings(fold)  # a fold: val_fraction unused
     assert split_settings(replace(fold, num_folds=3)) != split_settings(fold)
     assert split_settings(replace(base, seed=1)) != split_settings(base)
+    half = replace(base, train_fraction=0.5)
+    assert split_settings(half) == split_settings(base)  # the validation cases do not change
+    assert split_settings(half, training_cases=True) != split_settings(base, training_cases=True)
