@@ -267,8 +267,7 @@ def split_cases(
             raise ValueError(f"data.num_folds={data_cfg.num_folds} exceeds the number of cases ({n})")
         val_idx = set(np.array_split(perm, data_cfg.num_folds)[data_cfg.fold].tolist())
     train_idx = [i for i in perm.tolist() if i not in val_idx]  # permutation order: nested subsets
-    n_train = max(1, int(round(len(train_idx) * data_cfg.train_fraction))) if train_idx else 0
-    kept = set(train_idx[:n_train])
+    kept = set(train_idx[: max(1, round(len(train_idx) * data_cfg.train_fraction))])
     train = [c for i, c in enumerate(ordered) if i in kept]
     val = [c for i, c in enumerate(ordered) if i in val_idx]
     return train, val

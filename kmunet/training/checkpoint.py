@@ -249,10 +249,9 @@ def models_from_checkpoints(
         differ = sorted(k for k in set(compared[0]) | set(other) if compared[0].get(k) != other.get(k))
         if differ:
             why = ""
-            if differ == ["data.train_fraction"]:
-                why = "; scoring the training cases needs members trained on the same cases"
-            elif all(k.startswith("data.") for k in differ):
-                why = "; scoring needs a validation split that no member trained on"
+            if all(k.startswith("data.") for k in differ):  # the split: why it matters depends on what is scored
+                why = ("; scoring the training cases needs members trained on the same cases" if same_training_cases
+                       else "; scoring needs a validation split that no member trained on")
             raise ValueError(f"{path}: cannot be ensembled with {paths[0]}: they differ in {', '.join(differ)}{why}")
     model = models[0] if len(models) == 1 else ProbabilityEnsemble(models, windows=windows).eval()
     return model, configs[0], ckpts

@@ -9,13 +9,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from kmunet.cli.main import main
 from kmunet.config import ExperimentConfig, load_config, to_dict
 from kmunet.data import discover_cases, make_synthetic_dataset, preprocessing_params, split_cases
 from kmunet.networks import build_network
-from kmunet.training.checkpoint import CHECKPOINT_FORMAT, FORMAT_VERSION, save_checkpoint
+from kmunet.training.checkpoint import CHECKPOINT_FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
 
 
 def _config(root: str | Path) -> ExperimentConfig:
@@ -152,7 +151,7 @@ def test_split_train_scores_the_subset_a_train_fraction_checkpoint_trained_on(
     data: Path, tmp_path: Path, capsys
 ) -> None:
     full = _write_checkpoint(data, tmp_path / "full.pt")
-    ckpt = torch.load(full, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(full)
     ckpt["config"]["data"]["train_fraction"] = 0.5
     half = save_checkpoint(ckpt, tmp_path / "half.pt")
     cfg = load_config(None, [f"data.root={data}", "data.val_fraction=0.34", "data.train_fraction=0.5"]).data
