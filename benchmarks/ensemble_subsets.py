@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(paths) < 2:
         parser.error("give at least two checkpoints")
     start = time.perf_counter()
-    ensemble, config, ckpts = models_from_checkpoints(paths, same_split=True)  # ValueError: not one ensemble
+    ensemble, config, ckpts = models_from_checkpoints(paths, scored_split="val")  # ValueError: not one ensemble
     assert isinstance(ensemble, ProbabilityEnsemble)  # two or more checkpoints always give one
     windows = ensemble.windows or [tuple(config.data.patch_size)] * len(paths)
     data = dataclasses.replace(config.data, cache="none", **({"root": args.data} if args.data else {}))

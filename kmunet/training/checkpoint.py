@@ -196,8 +196,7 @@ def models_from_checkpoints(
     checkpoints: str | Path | Sequence[str | Path],
     device: str | torch.device = "cpu",
     *,
-    same_split: bool = False,
-    same_training_cases: bool = False,
+    scored_split: str | None = None,
 ) -> tuple[nn.Module, ExperimentConfig, list[dict[str, Any]]]:
     """One network, or the :class:`~kmunet.networks.ProbabilityEnsemble` of several, from checkpoints.
 
@@ -209,10 +208,9 @@ def models_from_checkpoints(
     Args:
         checkpoints: one path, or several (an ensemble, e.g. the models of several folds or seeds).
         device: where to put the model(s).
-        same_split: also require equal train/validation splits (:func:`split_settings`), as scoring
-            an ensemble on a validation split needs.
-        same_training_cases: with ``same_split``, also require the same training subset
-            (``data.train_fraction``), as scoring an ensemble on its training cases needs.
+        scored_split: the split the ensemble will be scored on (``"val"`` or ``"train"``), or ``None``
+            (new scans). Scoring needs equal train/validation splits (:func:`split_settings`), and
+            ``"train"`` also the same training subset (``data.train_fraction``).
 
     Returns:
         ``(model, config, ckpts)``: the network (eval mode), the first member's config, and every
@@ -220,11 +218,14 @@ def models_from_checkpoints(
 
     Raises:
         FileNotFoundError: a checkpoint does not exist.
-        ValueError: no checkpoint given, an unreadable one, or members that disagree (the message names
-            the file and the settings that differ).
+        ValueError: no checkpoint given, an unknown ``scored_split``, an unreadable checkpoint, or
+            members that disagree (the message names the file and the settings that differ).
     """
+    from kmunet.data.loaders import check_split
     from kmunet.networks import ProbabilityEnsemble
 
+    if scored_split is not None:
+        check_split(scored_split)
     paths = checkpoint_paths(checkpoints)
     if not paths:
         raise ValueError("no checkpoint given")
@@ -239,8 +240,8 @@ def models_from_checkpoints(
         settings.pop("version", None)
         settings["class_names"] = checkpoint_class_names(ckpt, settings)
         windows.append(settings.pop("patch_size", None) or list(config.data.patch_size))
-        if same_split:
-            settings.update(split_settings(config.data, training_cases=same_training_cases))
+        if scored_split is not None:
+            settings.update(split_settings(config.data, training_cases=scored_split == "train"))
         ckpts.append(ckpt)
         models.append(model)
         configs.append(config)
@@ -250,8 +251,8 @@ def models_from_checkpoints(
         if differ:
             why = ""
             if all(k.startswith("data.") for k in differ):  # the split: why it matters depends on what is scored
-                why = ("; scoring the training cases needs members trained on the same cases" if same_training_cases
-                       else "; scoring needs a validation split that no member trained on")
+                why = ("; scoring the training cases needs members trained on the same cases"
+                       if scored_split == "train" else "; scoring needs a validation split that no member trained on")
             raise ValueError(f"{path}: cannot be ensembled with {paths[0]}: they differ in {', '.join(differ)}{why}")
     model = models[0] if len(models) == 1 else ProbabilityEnsemble(models, windows=windows).eval()
     return model, configs[0], ckpts

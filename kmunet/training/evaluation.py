@@ -76,9 +76,7 @@ def evaluate_checkpoint(
         check_output_file(output)  # before minutes of inference, not after
     paths = checkpoint_paths(checkpoint)
     dev = resolve_device(device)
-    model, config, ckpts = models_from_checkpoints(
-        paths, device=dev, same_split=True, same_training_cases=split == "train"
-    )
+    model, config, ckpts = models_from_checkpoints(paths, device=dev, scored_split=split)
     root = str(data) if data is not None else config.data.root
     if not root:
         raise ValueError(f"{paths[0]}: its config has no data.root (synthetic demo data); pass data=DIR")

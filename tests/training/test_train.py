@@ -457,7 +457,7 @@ def test_members_trained_with_other_patch_sizes_keep_their_windows(tiny_data: Pa
     wider["preprocessing"]["patch_size"] = [2 * p for p in small]
     wider["config"]["data"]["patch_size"] = [2 * p for p in small]
     save_checkpoint(wider, tmp_path / "wider.pt")
-    model, config, _ = models_from_checkpoints([run / "best.pt", tmp_path / "wider.pt"], same_split=True)
+    model, config, _ = models_from_checkpoints([run / "best.pt", tmp_path / "wider.pt"], scored_split="val")
     assert model.windows == [tuple(small), tuple(2 * p for p in small)] and model.mixed_windows
     assert list(config.data.patch_size) == small  # the first member's config
     single = evaluate_checkpoint(run / "best.pt")
