@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="which cases of the checkpoint's split to score (default: val; train: the training "
                              "cases, through the same inference, to see how well the model fits what it saw)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run the network")
+    parser.add_argument("--per-case", action="store_true",
+                        help="also print each case's Dice, worst mean Dice first (the JSON of --output always has them)")
     parser.add_argument("--output", default=None, help="also write the result as JSON to this file")
     parser.set_defaults(func=run)
 
@@ -51,4 +54,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"  mean Dice {'':15s} {result['mean_dice']:.4f}")
     if "f1_fov" in result:
         print(f"  F1 inside FOV {'':11s} {result['f1_fov']:.4f}")
+    if args.per_case:
+        _print_per_case(result["per_case"], list(result["dice"]))
     return 0
+
+
+def _print_per_case(rows: list[dict], classes: list[str]) -> None:
+    """One line per case, lowest mean Dice first (cases without any scored class last)."""
+    has_f1 = any("f1_fov" in r for r in rows)
+    width = max(len("case"), *(len(r["case"]) for r in rows))
+    header = "".join(f" {'Dice ' + c:>14s}" for c in classes) + f" {'mean Dice':>10s}" + (f" {'F1 in FOV':>10s}" if has_f1 else "")
+    print(f"\nper case, worst first:\n  {'case':{width}s}{header}")
+    order = sorted(rows, key=lambda r: (math.isnan(r["mean_dice"]), r["mean_dice"]))
+    for r in order:
+        cells = "".join(f" {r['dice'][c]:14.4f}" for c in classes) + f" {r['mean_dice']:10.4f}"
+        if has_f1:
+            cells += f" {r.get('f1_fov', float('nan')):10.4f}"
+        print(f"  {r['case']:{width}s}{cells}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -50,9 +51,11 @@ def evaluate_checkpoint(
 
     Returns:
         ``{"dice": {class: value}, "mean_dice", ["f1_fov"], "checkpoint", "data", "epoch", "cases",
-        "tta", "mirror_axes", "seconds", "checkpoints", "epochs"}``: ``"checkpoint"`` / ``"epoch"``
-        are the first member's, ``"checkpoints"`` / ``"epochs"`` list every member (one for a single
-        checkpoint).
+        "tta", "mirror_axes", "seconds", "checkpoints", "epochs", "per_case"}``: ``"checkpoint"`` /
+        ``"epoch"`` are the first member's, ``"checkpoints"`` / ``"epochs"`` list every member (one for
+        a single checkpoint); ``"per_case"`` has one ``{"case", "dice", "mean_dice"[, "f1_fov"]}`` per
+        scored case, in the order of ``"cases"`` (Dice NaN where the class is absent from the case's
+        reference), e.g. to find the cases a model fails on.
 
     Before any inference the evaluated cases go through the check training runs before its first
     epoch (:func:`~kmunet.data.validation.validate_dataset`, restricted to these cases): fatal
@@ -96,7 +99,9 @@ def evaluate_checkpoint(
         print(f"warning: {len(unlabelled)} image(s) without a label left out (first: {unlabelled[0]['image']})",
               file=sys.stderr, flush=True)
     mirror_axes = tuple(config.data.flip_axes) if tta else ()
-    metrics = evaluate(model, loader, config, dev, amp_settings(dev, config.train.amp), mirror_axes=mirror_axes)
+    metrics = evaluate(model, loader, config, dev, amp_settings(dev, config.train.amp), mirror_axes=mirror_axes,
+                       per_case=True)
+    per_case = [{"case": name, **m} for name, m in zip(names, metrics.pop("per_case"), strict=True)]
     result = {
         **metrics,
         "checkpoint": str(paths[0]),
@@ -109,12 +114,24 @@ def evaluate_checkpoint(
         "tta": bool(tta),
         "mirror_axes": list(mirror_axes),
         "seconds": round(time.perf_counter() - start, 1),
+        "per_case": per_case,
     }
     if output is not None:
         from kmunet.inference.writers import write_text_atomic
 
-        write_text_atomic(output, json.dumps(result, indent=2) + "\n")
+        write_text_atomic(output, json.dumps(_nan_to_null(result), indent=2, allow_nan=False) + "\n")
     return result
+
+
+def _nan_to_null(value: Any) -> Any:
+    """``value`` with every NaN float replaced by ``None`` (strict JSON has no NaN: ``null`` instead)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_null(v) for v in value]
+    return value
 
 
 def _check_cases(root: str, config: ExperimentConfig, names: Sequence[str]) -> None:

@@ -135,8 +135,12 @@ def _evaluate_sums(
     device: torch.device,
     amp: AmpSettings,
     mirror_axes: Sequence[int] = (),
+    per_case: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """:func:`segmentation_sums` of argmax sliding-window predictions over ``loader``."""
+    """:func:`segmentation_sums` of argmax sliding-window predictions over ``loader``.
+
+    With ``per_case`` (a list), each batch's own sums are appended to it as well, in loader order.
+    """
     from kmunet.inference.tta import sliding_window_probabilities
 
     num_classes = config.network.out_channels
@@ -150,7 +154,10 @@ def _evaluate_sums(
                 overlap=config.train.sw_overlap, mirror_axes=mirror_axes,
             )
         fov = batch["fov"].to(device) if "fov" in batch else None
-        sums += segmentation_sums(probs.argmax(1, keepdim=True), batch["label"].to(device), num_classes, fov)
+        case = segmentation_sums(probs.argmax(1, keepdim=True), batch["label"].to(device), num_classes, fov)
+        sums += case
+        if per_case is not None:
+            per_case.append(case)
     return sums
 
 
@@ -173,6 +180,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     amp: AmpSettings = AmpSettings(None, False),
     mirror_axes: Sequence[int] = (),
+    per_case: bool = False,
 ) -> dict[str, Any]:
     """Per-class Dice (MONAI ``compute_dice`` on argmax predictions from ``sliding_window_inference``).
 
@@ -184,13 +192,22 @@ def evaluate(
         amp: mixed-precision settings.
         mirror_axes: spatial axes for mirroring test-time augmentation (``()``: none); see
             :func:`kmunet.inference.tta.sliding_window_probabilities`.
+        per_case: also return each case's own scores.
 
     Returns:
         ``{"dice": {class: mean over cases}, "mean_dice": float}`` and, for 2-class tasks whose loader
-        yields a field-of-view mask (DRIVE), ``"f1_fov"``: pixel F1 of the foreground inside the FOV.
+        yields a field-of-view mask (DRIVE), ``"f1_fov"``: pixel F1 of the foreground inside the FOV
+        (pooled over the cases). With ``per_case``, ``"per_case"``: one such dict per batch (case), in
+        loader order, with NaN for a class absent from the case's reference (and left out of its
+        ``mean_dice``).
     """
-    sums = _evaluate_sums(model, loader, config, torch.device(device), amp, mirror_axes)
-    return metrics_from_sums(sums, list(config.data.class_names))
+    cases: list[torch.Tensor] | None = [] if per_case else None
+    names = list(config.data.class_names)
+    sums = _evaluate_sums(model, loader, config, torch.device(device), amp, mirror_axes, per_case=cases)
+    metrics = metrics_from_sums(sums, names)
+    if cases is not None:
+        metrics["per_case"] = [metrics_from_sums(c, names) for c in cases]
+    return metrics
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -83,19 +84,32 @@ def test_two_epochs_write_loadable_checkpoints_and_logs(tiny_data: Path, tmp_pat
     scores = evaluate_checkpoint(tmp_path / "run" / "best.pt", output=tmp_path / "eval.json")
     assert scores["mean_dice"] == pytest.approx(best_row["val_mean_dice"], abs=1e-6)
     assert scores["epoch"] == result.best_epoch and len(scores["cases"]) == 2 and not scores["tta"]
-    assert json.loads((tmp_path / "eval.json").read_text())["mean_dice"] == pytest.approx(scores["mean_dice"])
+    written = json.loads((tmp_path / "eval.json").read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN
+    assert written["mean_dice"] == pytest.approx(scores["mean_dice"])
+    # Per-case scores, in the order of "cases", average to the per-class means.
+    assert [r["case"] for r in scores["per_case"]] == scores["cases"] == [r["case"] for r in written["per_case"]]
+    for name, value in scores["dice"].items():
+        per_case = [r["dice"][name] for r in scores["per_case"] if not math.isnan(r["dice"][name])]
+        assert value == pytest.approx(sum(per_case) / len(per_case), abs=1e-6)
     mirrored = evaluate_checkpoint(tmp_path / "run" / "best.pt", tta=True)
     assert mirrored["mirror_axes"] == [0] and 0.0 <= mirrored["mean_dice"] <= 1.0
 
 
-def test_evaluate_checkpoint_rejects_missing_data(tiny_data: Path, tmp_path: Path) -> None:
+def test_evaluate_checkpoint_rejects_missing_data(tiny_data: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     from kmunet.cli.main import main
 
     train(tiny_config(tiny_data, tmp_path / "run", "train.epochs=1"))
     with pytest.raises(FileNotFoundError, match="nowhere"):
         evaluate_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "nowhere")
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(tmp_path / "nowhere")]) == 1
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--tta"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--tta", "--per-case"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = out[out.index("per case, worst first:") + 2:]  # after the header line: one row per validation case
+    assert len(rows) == 2 and all(r.split()[0].startswith("synth_") for r in rows)
+    means = [float(r.split()[3]) for r in rows]
+    assert means == sorted(means)
     with pytest.raises(ValueError, match="is a folder"):  # checked before any inference
         evaluate_checkpoint(tmp_path / "run" / "best.pt", output=tmp_path)
 
