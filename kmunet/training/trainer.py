@@ -128,23 +128,23 @@ def segmentation_sums(pred: torch.Tensor, label: torch.Tensor, num_classes: int,
 
 
 @torch.no_grad()
-def _evaluate_sums(
+def _case_sums(
     model: nn.Module,
     loader: Iterable[dict],
     config: ExperimentConfig,
     device: torch.device,
     amp: AmpSettings,
     mirror_axes: Sequence[int] = (),
-    per_case: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """:func:`segmentation_sums` of argmax sliding-window predictions over ``loader``.
+    """:func:`segmentation_sums` of argmax sliding-window predictions, one row per batch (case).
 
-    With ``per_case`` (a list), each batch's own sums are appended to it as well, in loader order.
+    Returns:
+        ``(N, L)`` float64, in loader order (``N = 0`` for an empty loader); ``.sum(0)`` pools the cases.
     """
     from kmunet.inference.tta import sliding_window_probabilities
 
     num_classes = config.network.out_channels
-    sums = torch.zeros(_sums_length(num_classes), dtype=torch.float64)
+    rows = [torch.zeros(0, _sums_length(num_classes), dtype=torch.float64)]
     model.eval()
     for batch in loader:
         image = batch["image"].to(device)
@@ -154,11 +154,8 @@ def _evaluate_sums(
                 overlap=config.train.sw_overlap, mirror_axes=mirror_axes,
             )
         fov = batch["fov"].to(device) if "fov" in batch else None
-        case = segmentation_sums(probs.argmax(1, keepdim=True), batch["label"].to(device), num_classes, fov)
-        sums += case
-        if per_case is not None:
-            per_case.append(case)
-    return sums
+        rows.append(segmentation_sums(probs.argmax(1, keepdim=True), batch["label"].to(device), num_classes, fov)[None])
+    return torch.cat(rows)
 
 
 def metrics_from_sums(sums: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
@@ -201,12 +198,11 @@ def evaluate(
         loader order, with NaN for a class absent from the case's reference (and left out of its
         ``mean_dice``).
     """
-    cases: list[torch.Tensor] | None = [] if per_case else None
     names = list(config.data.class_names)
-    sums = _evaluate_sums(model, loader, config, torch.device(device), amp, mirror_axes, per_case=cases)
-    metrics = metrics_from_sums(sums, names)
-    if cases is not None:
-        metrics["per_case"] = [metrics_from_sums(c, names) for c in cases]
+    rows = _case_sums(model, loader, config, torch.device(device), amp, mirror_axes)
+    metrics = metrics_from_sums(rows.sum(0), names)
+    if per_case:
+        metrics["per_case"] = [metrics_from_sums(row, names) for row in rows]
     return metrics
 
 
@@ -552,7 +548,7 @@ def train(config: ExperimentConfig, resume: bool = False, device: str | None = N
             improved = False
             if validate:
                 scored = ema.module if ema is not None else model
-                sums = _all_reduce(_evaluate_sums(scored, val_loader, config, dev, amp), world_size)
+                sums = _all_reduce(_case_sums(scored, val_loader, config, dev, amp).sum(0), world_size)
                 last_metrics = metrics_from_sums(sums, class_names)
                 score = last_metrics.get("f1_fov", last_metrics["mean_dice"])
                 for name, value in last_metrics["dice"].items():
