@@ -220,6 +220,9 @@ class TrainConfig:
             nnU-Net leaves it out (``False``).
         dice_batch: one Dice over the whole batch per class instead of one per sample, averaged
             (nnU-Net's "batch Dice"; steadier on patches where a class is small or absent).
+        label_smoothing: uniform label smoothing of the cross-entropy term (MONAI ``DiceCELoss``'s
+            ``label_smoothing``; Szegedy et al. 2016): its target is ``(1 - e) * onehot + e / K``
+            for ``K`` classes; 0 disables it. The Dice term keeps the hard labels.
         kan_reg_weight: weight of the KAN L1 + entropy regulariser (0 disables it).
         kan_reg_mu1: weight of the L1 part inside the regulariser.
         kan_reg_mu2: weight of the entropy part inside the regulariser.
@@ -259,6 +262,7 @@ class TrainConfig:
     ce_weight: float = 1.0
     dice_include_background: bool = True
     dice_batch: bool = False
+    label_smoothing: float = 0.0
     kan_reg_weight: float = 0.0
     kan_reg_mu1: float = 1.0
     kan_reg_mu2: float = 1.0
@@ -286,6 +290,8 @@ class TrainConfig:
             raise ValueError("train.dice_weight and train.ce_weight are both 0: the loss would be zero")
         if not 0 <= check_real("train.sw_overlap", self.sw_overlap, 0.0) < 1:
             raise ValueError(f"train.sw_overlap must be in [0, 1), got {self.sw_overlap!r}")
+        if not 0 <= check_real("train.label_smoothing", self.label_smoothing, 0.0) < 1:
+            raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown train.optimizer {self.optimizer!r}; valid: {list(OPTIMIZERS)}")
         if not 0 <= check_real("train.momentum", self.momentum, 0.0) < 1:

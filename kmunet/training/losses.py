@@ -102,7 +102,8 @@ def segmentation_loss(train: TrainConfig, aux_strides: Sequence[int] = ()) -> De
 
     MONAI ``DiceCELoss`` (softmax, one-hot labels) weighted by ``dice_weight`` / ``ce_weight``, its Dice
     term with or without the background class (``dice_include_background``) and per sample or over the
-    batch (``dice_batch``), wrapped in :class:`DeepSupervisedLoss` for the network's auxiliary outputs.
+    batch (``dice_batch``), its cross-entropy term with optional uniform label smoothing
+    (``label_smoothing``), wrapped in :class:`DeepSupervisedLoss` for the network's auxiliary outputs.
 
     Args:
         train: the training config.
@@ -115,5 +116,6 @@ def segmentation_loss(train: TrainConfig, aux_strides: Sequence[int] = ()) -> De
     from monai.losses import DiceCELoss
 
     dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=train.dice_weight, lambda_ce=train.ce_weight,
-                         include_background=train.dice_include_background, batch=train.dice_batch)
+                         include_background=train.dice_include_background, batch=train.dice_batch,
+                         label_smoothing=train.label_smoothing)
     return DeepSupervisedLoss(dice_ce, factors=aux_strides)

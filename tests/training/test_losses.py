@@ -75,7 +75,8 @@ def test_loss_is_the_weighted_mean_of_the_levels_on_a_deeply_supervised_kmunet()
 
 @pytest.mark.parametrize("include_background", [True, False])
 @pytest.mark.parametrize("batch", [True, False])
-def test_segmentation_loss_matches_a_direct_dice_ce(include_background: bool, batch: bool) -> None:
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_segmentation_loss_matches_a_direct_dice_ce(include_background: bool, batch: bool, smoothing: float) -> None:
     from kmunet.config import TrainConfig
     from kmunet.training.losses import segmentation_loss
 
@@ -83,7 +84,8 @@ def test_segmentation_loss_matches_a_direct_dice_ce(include_background: bool, ba
     logits = torch.randn(3, 3, 5, 6, generator=gen, dtype=torch.float64)
     label = torch.randint(0, 3, (3, 1, 5, 6), generator=gen)
     label[0] = 0  # a sample without foreground: per-sample and batch Dice differ there
-    tc = TrainConfig(dice_weight=0.7, ce_weight=1.3, dice_include_background=include_background, dice_batch=batch)
+    tc = TrainConfig(dice_weight=0.7, ce_weight=1.3, dice_include_background=include_background, dice_batch=batch,
+                     label_smoothing=smoothing)
     got = segmentation_loss(tc)(logits, label)
 
     p = torch.softmax(logits, 1)
@@ -93,7 +95,9 @@ def test_segmentation_loss_matches_a_direct_dice_ce(include_background: bool, ba
     dims = (0, 2, 3) if batch else (2, 3)  # batch Dice: one score per class over the whole batch
     inter, denom = (p * g).sum(dims), (p + g).sum(dims)
     dice = 1 - (2 * inter + 1e-5) / (denom + 1e-5)  # MONAI's default smoothing
-    want = 0.7 * dice.mean() + 1.3 * F.cross_entropy(logits, label[:, 0])
+    target = (1 - smoothing) * F.one_hot(label[:, 0], 3).permute(0, 3, 1, 2).double() + smoothing / 3
+    ce = -(target * torch.log_softmax(logits, 1)).sum(1).mean()  # soft-target cross-entropy
+    want = 0.7 * dice.mean() + 1.3 * ce
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
 
 

@@ -181,7 +181,8 @@ def test_config_errors_are_one_line_value_errors(tmp_path: Path) -> None:
                             ("train.lr=-1", "train.lr must be a finite number >= 0, got -1.0"),
                             ("train.schedule=step", r"unknown train.schedule 'step'; valid: \['cosine', 'poly'\]"),
                             ("train.optimizer=lbfgs", r"unknown train.optimizer 'lbfgs'; valid: \['adamw', 'sgd'\]"),
-                            ("train.momentum=1.0", r"train.momentum must be in \[0, 1\), got 1.0")]:
+                            ("train.momentum=1.0", r"train.momentum must be in \[0, 1\), got 1.0"),
+                            ("train.label_smoothing=1", r"train.label_smoothing must be in \[0, 1\), got 1")]:
         with pytest.raises(ValueError, match=match):
             load_config(None, [override])
     with pytest.raises(ValueError, match="config override: train.lr: expected a number, got 'abc'"):
