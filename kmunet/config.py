@@ -288,17 +288,14 @@ class TrainConfig:
             check_real(f"train.{key}", getattr(self, key), 0.0)
         if self.dice_weight == 0 and self.ce_weight == 0:
             raise ValueError("train.dice_weight and train.ce_weight are both 0: the loss would be zero")
-        if not 0 <= check_real("train.sw_overlap", self.sw_overlap, 0.0) < 1:
-            raise ValueError(f"train.sw_overlap must be in [0, 1), got {self.sw_overlap!r}")
-        if not 0 <= check_real("train.label_smoothing", self.label_smoothing, 0.0) < 1:
-            raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        for key in ("sw_overlap", "label_smoothing", "momentum"):
+            if check_real(f"train.{key}", getattr(self, key), 0.0) >= 1:
+                raise ValueError(f"train.{key} must be in [0, 1), got {getattr(self, key)!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown train.optimizer {self.optimizer!r}; valid: {list(OPTIMIZERS)}")
-        if not 0 <= check_real("train.momentum", self.momentum, 0.0) < 1:
-            raise ValueError(f"train.momentum must be in [0, 1), got {self.momentum!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown train.schedule {self.schedule!r}; valid: {list(SCHEDULES)}")
-        if not 0 <= check_real("train.ema_decay", self.ema_decay, 0.0) < 1:
+        if check_real("train.ema_decay", self.ema_decay, 0.0) >= 1:
             raise ValueError(f"train.ema_decay must be in [0, 1) (0: no weight averaging), got {self.ema_decay!r}")
 
 

@@ -89,13 +89,14 @@ def test_segmentation_loss_matches_a_direct_dice_ce(include_background: bool, ba
     got = segmentation_loss(tc)(logits, label)
 
     p = torch.softmax(logits, 1)
-    g = F.one_hot(label[:, 0], 3).permute(0, 3, 1, 2).double()
+    onehot = F.one_hot(label[:, 0], 3).permute(0, 3, 1, 2).double()
+    g = onehot
     if not include_background:
         p, g = p[:, 1:], g[:, 1:]
     dims = (0, 2, 3) if batch else (2, 3)  # batch Dice: one score per class over the whole batch
     inter, denom = (p * g).sum(dims), (p + g).sum(dims)
     dice = 1 - (2 * inter + 1e-5) / (denom + 1e-5)  # MONAI's default smoothing
-    target = (1 - smoothing) * F.one_hot(label[:, 0], 3).permute(0, 3, 1, 2).double() + smoothing / 3
+    target = (1 - smoothing) * onehot + smoothing / 3
     ce = -(target * torch.log_softmax(logits, 1)).sum(1).mean()  # soft-target cross-entropy
     want = 0.7 * dice.mean() + 1.3 * ce
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
