@@ -288,15 +288,14 @@ class TrainConfig:
             check_real(f"train.{key}", getattr(self, key), 0.0)
         if self.dice_weight == 0 and self.ce_weight == 0:
             raise ValueError("train.dice_weight and train.ce_weight are both 0: the loss would be zero")
-        for key in ("sw_overlap", "label_smoothing", "momentum"):
+        for key, hint in (("sw_overlap", ""), ("label_smoothing", ""), ("momentum", ""),
+                          ("ema_decay", " (0: no weight averaging)")):
             if check_real(f"train.{key}", getattr(self, key), 0.0) >= 1:
-                raise ValueError(f"train.{key} must be in [0, 1), got {getattr(self, key)!r}")
+                raise ValueError(f"train.{key} must be in [0, 1){hint}, got {getattr(self, key)!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown train.optimizer {self.optimizer!r}; valid: {list(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown train.schedule {self.schedule!r}; valid: {list(SCHEDULES)}")
-        if check_real("train.ema_decay", self.ema_decay, 0.0) >= 1:
-            raise ValueError(f"train.ema_decay must be in [0, 1) (0: no weight averaging), got {self.ema_decay!r}")
 
 
 @dataclass(frozen=True)
